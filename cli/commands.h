@@ -1,0 +1,17 @@
+// Subcommand registration for the cityledger binary.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cl::cli {
+
+// `wallet new`, `sign`.
+void register_wallet_commands(CLI::App& app);
+// `bench apply`.
+void register_bench_commands(CLI::App& app);
+
+// The exit code set by the subcommand that ran (0 unless it failed).
+int exit_code();
+void set_exit_code(int code);
+
+}  // namespace cl::cli

@@ -1,0 +1,574 @@
+#include "ledger/ledger.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <charconv>
+#include <map>
+
+#include "common/hex.h"
+#include "ledger/merkle.h"
+
+namespace cl {
+namespace {
+
+std::string id_bytes(const Id128& id) { return std::string(reinterpret_cast<const char*>(id.data()), id.size()); }
+
+Status io_error(const rocksdb::Status& s, const std::string& what) {
+  return Status::error("io", what + ": " + s.ToString());
+}
+
+OpOutcome reject(Code code, std::string detail) { return OpOutcome{code, std::move(detail), {}}; }
+
+}  // namespace
+
+std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope_jcs) {
+  std::string out;
+  out.reserve(envelope_jcs.size() + 48);
+  char buf[24];
+  out.append("{\"index\":");
+  out.append(buf, std::to_chars(buf, buf + sizeof(buf), index).ptr);
+  out.append(",\"op\":").append(envelope_jcs).append(",\"time\":");
+  out.append(buf, std::to_chars(buf, buf + sizeof(buf), time).ptr);
+  out.push_back('}');
+  return out;
+}
+
+std::optional<uint64_t> entry_time(std::string_view bytes) {
+  constexpr std::string_view kKey = ",\"time\":";
+  auto pos = bytes.rfind(kKey);
+  if (pos == std::string_view::npos || bytes.empty() || bytes.back() != '}') return std::nullopt;
+  const char* first = bytes.data() + pos + kKey.size();
+  const char* last = bytes.data() + bytes.size() - 1;
+  uint64_t t = 0;
+  auto [p, ec] = std::from_chars(first, last, t);
+  if (ec != std::errc() || p != last) return std::nullopt;
+  return t;
+}
+
+// Reads Merkle nodes from RocksDB, optionally through a batch's pending nodes.
+class Ledger::NodeReaderImpl : public merkle::NodeReader {
+ public:
+  explicit NodeReaderImpl(rocksdb::DB* db) : db_(db) {}
+  Result<Hash> node(uint32_t level, uint64_t index) const override {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), store::tree_key(level, index), &value);
+    if (s.IsNotFound())
+      return Status::error("corruption", "missing Merkle node level " + std::to_string(level) + " index " +
+                                             std::to_string(index));
+    if (!s.ok()) return io_error(s, "read Merkle node");
+    if (value.size() != 32) return Status::error("corruption", "Merkle node of wrong size");
+    Hash h{};
+    std::memcpy(h.data(), value.data(), 32);
+    return h;
+  }
+
+ private:
+  rocksdb::DB* db_;
+};
+
+// One batch being applied: pending writes and the state they imply, so that
+// later ops in the batch see earlier ones.  Nothing reaches the Ledger's
+// in-memory state until the WriteBatch is durable.
+class Ledger::Applier {
+ public:
+  Applier(Ledger* ledger, uint64_t time)
+      : l_(ledger), time_(time), meta_(ledger->meta_) {
+    auto f = merkle::Frontier::deserialize(meta_.frontier);
+    CL_CHECK_MSG(f.is_ok(), "in-memory frontier failed to deserialize");
+    frontier_ = std::move(*f);
+  }
+
+  Result<OpOutcome> apply_one(const Envelope& env);
+  Status commit();
+  std::map<std::string, WalletState>& dirty() { return dirty_; }
+  const store::MetaState& meta() const { return meta_; }
+  const merkle::Frontier& frontier() const { return frontier_; }
+
+ private:
+  struct PendingOp {
+    store::OpRecord record;
+    Hash leaf;
+  };
+
+  Result<std::optional<WalletState>> wallet(const WalletId& id);
+  Result<std::optional<Receipt>> existing(const OpId& id, Hash* body_hash);
+  Result<bool> reference_used(const OpBody& b);
+  Result<OpOutcome> check_and_apply(const Envelope& env);
+  Result<OpOutcome> apply_move(const Envelope& env);
+  OpOutcome accept(const Envelope& env, std::initializer_list<const WalletId*> touched);
+  static bool fits(const WalletState& w, uint64_t amount) {
+    uint64_t limit = w.max_balance.value_or(kAmountMax);
+    return w.balance <= limit && amount <= limit - w.balance;
+  }
+
+  Ledger* l_;
+  uint64_t time_;
+  store::MetaState meta_;
+  merkle::Frontier frontier_;
+  rocksdb::WriteBatch batch_;
+  std::map<std::string, WalletState> dirty_;  // wallet id bytes → new state
+  std::map<std::string, PendingOp> ops_;      // op id bytes → accepted in this batch
+  std::map<std::string, bool> references_;    // reference keys taken in this batch
+  std::vector<merkle::StoredNode> nodes_;
+};
+
+Result<std::optional<WalletState>> Ledger::Applier::wallet(const WalletId& id) {
+  auto it = dirty_.find(id_bytes(id));
+  if (it != dirty_.end()) return std::optional<WalletState>(it->second);
+  return l_->wallet_for_apply(id);
+}
+
+Result<std::optional<Receipt>> Ledger::Applier::existing(const OpId& id, Hash* body_hash) {
+  auto it = ops_.find(id_bytes(id));
+  if (it != ops_.end()) {
+    *body_hash = it->second.record.body_hash;
+    return std::optional<Receipt>(Receipt{id, it->second.record.index, it->second.record.time, it->second.leaf, true});
+  }
+  std::string value;
+  auto s = l_->db_->Get(rocksdb::ReadOptions(), store::op_key(id), &value);
+  if (s.IsNotFound()) return std::optional<Receipt>();
+  if (!s.ok()) return io_error(s, "read op record");
+  auto rec = store::decode_op_record(value);
+  if (!rec) return Status::error("corruption", "op record " + id_hex(id) + " is malformed");
+  NodeReaderImpl reader(l_->db_.get());
+  auto leaf = reader.node(0, rec->index);
+  if (!leaf) return leaf.status();
+  *body_hash = rec->body_hash;
+  return std::optional<Receipt>(Receipt{id, rec->index, rec->time, *leaf, true});
+}
+
+Result<bool> Ledger::Applier::reference_used(const OpBody& b) {
+  std::string key = store::reference_key(b.program, b.reference);
+  if (references_.count(key)) return true;
+  std::string value;
+  auto s = l_->db_->Get(rocksdb::ReadOptions(), key, &value);
+  if (s.IsNotFound()) return false;
+  if (!s.ok()) return io_error(s, "read payout reference");
+  return true;
+}
+
+Result<OpOutcome> Ledger::Applier::apply_one(const Envelope& env) {
+  const OpBody& b = env.body;
+  if (b.chain != l_->genesis_.chain)
+    return reject(Code::kWrongChain, "body.chain is \"" + b.chain + "\"; this ledger is \"" + l_->genesis_.chain + "\"");
+  // Idempotency comes before expiry: a gate retrying an accepted fare after
+  // its expiry must still get the original receipt.
+  Hash original_body{};
+  auto prior = existing(b.id, &original_body);
+  if (!prior) return prior.status();
+  if (prior->has_value()) {
+    if (original_body != env.body_hash)
+      return reject(Code::kIdConflict, "op " + id_hex(b.id) + " was accepted at index " +
+                                           std::to_string((*prior)->index) + " with a different body");
+    return OpOutcome{Code::kOk, "", **prior};
+  }
+  if (b.expires_at && time_ > *b.expires_at)
+    return reject(Code::kExpired, "ledger time " + std::to_string(time_) + " is past expires_at " +
+                                      std::to_string(*b.expires_at));
+  return check_and_apply(env);
+}
+
+Result<OpOutcome> Ledger::Applier::check_and_apply(const Envelope& env) {
+  const OpBody& b = env.body;
+  const Genesis& g = l_->genesis_;
+  switch (b.type) {
+    case OpType::kOpenWallet: {
+      bool by_registrar = false;
+      for (const auto& s : env.signatures) by_registrar = by_registrar || g.is_registrar(s.key);
+      if (!by_registrar) return reject(Code::kNotAuthorized, "open_wallet must be signed by a registrar");
+      if (!env.signed_by(b.key)) return reject(Code::kNotAuthorized, "open_wallet must be signed by the new wallet's key");
+      auto w = wallet(b.wallet);
+      if (!w) return w.status();
+      if (w->has_value()) return reject(Code::kWalletExists, "wallet " + id_hex(b.wallet) + " already exists");
+      dirty_[id_bytes(b.wallet)] = WalletState{b.kind, WalletStatus::kActive, b.key, 0, b.max_balance};
+      return accept(env, {&b.wallet});
+    }
+    case OpType::kIssue: {
+      if (!env.signed_by(g.issuer)) return reject(Code::kNotAuthorized, "issue must be signed by the issuer");
+      auto w = wallet(b.to);
+      if (!w) return w.status();
+      if (!w->has_value()) return reject(Code::kUnknownWallet, "wallet " + id_hex(b.to) + " does not exist");
+      WalletState to = **w;
+      if (to.status == WalletStatus::kFrozen) return reject(Code::kWalletFrozen, "wallet " + id_hex(b.to) + " is frozen");
+      if (b.amount > kAmountMax - meta_.issued + meta_.redeemed)
+        return reject(Code::kInvalidAmount, "outstanding supply would exceed 2^53-1 kopecks");
+      if (!fits(to, b.amount))
+        return reject(Code::kBalanceLimitExceeded, "wallet " + id_hex(b.to) + " would exceed its balance limit");
+      to.balance += b.amount;
+      meta_.issued += b.amount;
+      dirty_[id_bytes(b.to)] = to;
+      return accept(env, {&b.to});
+    }
+    case OpType::kRedeem: {
+      auto w = wallet(b.from);
+      if (!w) return w.status();
+      if (!w->has_value()) return reject(Code::kUnknownWallet, "wallet " + id_hex(b.from) + " does not exist");
+      WalletState from = **w;
+      if (!env.signed_by(from.key)) return reject(Code::kNotAuthorized, "redeem must be signed by the wallet's key");
+      if (from.status == WalletStatus::kFrozen) return reject(Code::kWalletFrozen, "wallet " + id_hex(b.from) + " is frozen");
+      if (from.balance < b.amount)
+        return reject(Code::kInsufficientFunds, "balance " + std::to_string(from.balance) + " < amount " + std::to_string(b.amount));
+      from.balance -= b.amount;
+      meta_.redeemed += b.amount;
+      dirty_[id_bytes(b.from)] = from;
+      return accept(env, {&b.from});
+    }
+    case OpType::kTransfer:
+    case OpType::kFare:
+    case OpType::kPayout:
+      return apply_move(env);
+    case OpType::kFreeze:
+    case OpType::kUnfreeze:
+    case OpType::kRotateKey: {
+      bool by_registrar = false;
+      for (const auto& s : env.signatures) by_registrar = by_registrar || g.is_registrar(s.key);
+      if (!by_registrar) return reject(Code::kNotAuthorized, std::string(op_type_name(b.type)) + " must be signed by a registrar");
+      auto w = wallet(b.wallet);
+      if (!w) return w.status();
+      if (!w->has_value()) return reject(Code::kUnknownWallet, "wallet " + id_hex(b.wallet) + " does not exist");
+      WalletState st = **w;
+      if (b.type == OpType::kFreeze) st.status = WalletStatus::kFrozen;
+      else if (b.type == OpType::kUnfreeze) st.status = WalletStatus::kActive;
+      else st.key = b.key;
+      dirty_[id_bytes(b.wallet)] = st;
+      return accept(env, {&b.wallet});
+    }
+  }
+  return reject(Code::kMalformed, "unknown op type");
+}
+
+// transfer, fare and payout: move amount from one wallet to another.
+Result<OpOutcome> Ledger::Applier::apply_move(const Envelope& env) {
+  const OpBody& b = env.body;
+  auto wf = wallet(b.from);
+  if (!wf) return wf.status();
+  if (!wf->has_value()) return reject(Code::kUnknownWallet, "wallet " + id_hex(b.from) + " does not exist");
+  WalletState from = **wf;
+  if (!env.signed_by(from.key))
+    return reject(Code::kNotAuthorized, std::string(op_type_name(b.type)) + " must be signed by the paying wallet's key");
+  if (b.from == b.to) return reject(Code::kSameWallet, "from and to are the same wallet");
+  auto wt = wallet(b.to);
+  if (!wt) return wt.status();
+  if (!wt->has_value()) return reject(Code::kUnknownWallet, "wallet " + id_hex(b.to) + " does not exist");
+  WalletState to = **wt;
+  if (b.type == OpType::kFare && to.kind != WalletKind::kTransit)
+    return reject(Code::kNotAuthorized, "a fare must be paid to a transit wallet");
+  if (b.type == OpType::kPayout && from.kind != WalletKind::kAgency)
+    return reject(Code::kNotAuthorized, "a payout must be paid from an agency wallet");
+  if (from.status == WalletStatus::kFrozen) return reject(Code::kWalletFrozen, "wallet " + id_hex(b.from) + " is frozen");
+  if (to.status == WalletStatus::kFrozen) return reject(Code::kWalletFrozen, "wallet " + id_hex(b.to) + " is frozen");
+  if (b.type == OpType::kPayout) {
+    auto used = reference_used(b);
+    if (!used) return used.status();
+    if (*used) return reject(Code::kReferenceUsed, "program \"" + b.program + "\" reference \"" + b.reference + "\" was already paid");
+  }
+  if (from.balance < b.amount)
+    return reject(Code::kInsufficientFunds, "balance " + std::to_string(from.balance) + " < amount " + std::to_string(b.amount));
+  if (!fits(to, b.amount))
+    return reject(Code::kBalanceLimitExceeded, "wallet " + id_hex(b.to) + " would exceed its balance limit");
+  from.balance -= b.amount;
+  to.balance += b.amount;
+  dirty_[id_bytes(b.from)] = from;
+  dirty_[id_bytes(b.to)] = to;
+  if (b.type == OpType::kPayout) {
+    std::string key = store::reference_key(b.program, b.reference);
+    references_[key] = true;
+    batch_.Put(key, id_bytes(b.id));
+  }
+  return accept(env, {&b.from, &b.to});
+}
+
+// Journals an op that passed every check.
+OpOutcome Ledger::Applier::accept(const Envelope& env, std::initializer_list<const WalletId*> touched) {
+  uint64_t index = meta_.size++;
+  std::string bytes = entry_bytes(index, time_, env.jcs);
+  Hash leaf = merkle::leaf_hash(bytes);
+  nodes_.clear();
+  frontier_.append(leaf, &nodes_);
+  CL_CHECK(frontier_.size() == meta_.size);
+  batch_.Put(store::journal_key(index), bytes);
+  for (const auto& n : nodes_)
+    batch_.Put(store::tree_key(n.level, n.index),
+               rocksdb::Slice(reinterpret_cast<const char*>(n.hash.data()), n.hash.size()));
+  store::OpRecord rec{index, time_, env.body_hash};
+  batch_.Put(store::op_key(env.body.id), store::encode_op_record(rec));
+  for (const WalletId* w : touched) batch_.Put(store::wallet_entry_key(*w, index), "");
+  ops_[id_bytes(env.body.id)] = PendingOp{rec, leaf};
+  return OpOutcome{Code::kOk, "", Receipt{env.body.id, index, time_, leaf, false}};
+}
+
+Status Ledger::Applier::commit() {
+  for (const auto& [id, w] : dirty_) {
+    CL_CHECK(w.balance <= w.max_balance.value_or(kAmountMax));
+    batch_.Put(std::string(1, store::kWallet) + id, store::encode_wallet(w));
+  }
+  CL_CHECK(meta_.redeemed <= meta_.issued);
+  meta_.last_time = time_;
+  meta_.frontier = frontier_.serialize();
+  batch_.Put(store::kMetaState, store::encode_meta(meta_));
+  rocksdb::WriteOptions wo;
+  wo.sync = l_->options_.sync;
+  auto s = l_->db_->Write(wo, &batch_);
+  if (!s.ok()) return io_error(s, "write batch");
+  return Status::ok();
+}
+
+// --- Ledger ---
+
+Ledger::Ledger(std::unique_ptr<rocksdb::DB> db, Genesis genesis, LedgerOptions options)
+    : db_(std::move(db)), genesis_(std::move(genesis)), options_(options) {}
+
+Ledger::~Ledger() {
+  if (db_) db_->Close().PermitUncheckedError();
+}
+
+Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genesis& genesis,
+                                             const LedgerOptions& options) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.paranoid_checks = true;
+  if (options.env) o.env = options.env;
+  rocksdb::BlockBasedTableOptions t;
+  t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  t.whole_key_filtering = true;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  o.compression = rocksdb::kNoCompression;
+  o.write_buffer_size = 64 << 20;
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(o, dir, &raw);
+  if (!s.ok()) return io_error(s, "open ledger store " + dir);
+  std::unique_ptr<Ledger> l(new Ledger(std::unique_ptr<rocksdb::DB>(raw), genesis, options));
+
+  std::string stored;
+  s = l->db_->Get(rocksdb::ReadOptions(), store::kMetaGenesis, &stored);
+  if (s.IsNotFound()) {
+    rocksdb::WriteBatch b;
+    b.Put(store::kMetaGenesis, genesis.jcs);
+    store::MetaState m;
+    m.frontier = merkle::Frontier().serialize();
+    b.Put(store::kMetaState, store::encode_meta(m));
+    rocksdb::WriteOptions wo;
+    wo.sync = options.sync;
+    s = l->db_->Write(wo, &b);
+    if (!s.ok()) return io_error(s, "initialise ledger store");
+  } else if (!s.ok()) {
+    return io_error(s, "read genesis");
+  } else if (stored != genesis.jcs) {
+    return Status::error("mismatch", "ledger store " + dir + " was created with a different genesis (chain \"" +
+                                         genesis.chain + "\" given); refusing to open");
+  }
+  Status st = l->load_and_check();
+  if (!st) return st;
+  return l;
+}
+
+Status Ledger::load_and_check() {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), store::kMetaState, &value);
+  if (!s.ok()) return Status::error("corruption", "ledger meta record missing: " + s.ToString());
+  auto m = store::decode_meta(value);
+  if (!m) return Status::error("corruption", "ledger meta record is malformed");
+  meta_ = *m;
+  Status st = check(/*full=*/false);
+  if (!st) return st;
+  auto f = merkle::Frontier::deserialize(meta_.frontier);
+  std::lock_guard<std::mutex> lock(head_mu_);
+  head_ = LedgerHead{meta_.size, meta_.last_time, f->root(), Supply{meta_.issued, meta_.redeemed}};
+  return Status::ok();
+}
+
+Status Ledger::check(bool full) const {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), store::kMetaState, &value);
+  if (!s.ok()) return Status::error("corruption", "ledger meta record missing");
+  auto m = store::decode_meta(value);
+  if (!m) return Status::error("corruption", "ledger meta record is malformed");
+  auto f = merkle::Frontier::deserialize(m->frontier);
+  if (!f || f->size() != m->size)
+    return Status::error("corruption", "Merkle frontier does not match journal size " + std::to_string(m->size));
+  if (m->redeemed > m->issued) return Status::error("corruption", "redeemed exceeds issued");
+
+  // The journal is dense: entry size-1 exists and nothing lies beyond it.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->Seek(store::journal_key(m->size));
+  if (it->Valid() && it->key().size() > 0 && it->key()[0] == store::kJournal)
+    return Status::error("corruption", "journal holds entries beyond its recorded size " + std::to_string(m->size));
+  if (!it->status().ok()) return io_error(it->status(), "scan journal");
+  NodeReaderImpl reader(db_.get());
+  if (m->size > 0) {
+    std::string last;
+    s = db_->Get(rocksdb::ReadOptions(), store::journal_key(m->size - 1), &last);
+    if (!s.ok()) return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " missing");
+    auto leaf = reader.node(0, m->size - 1);
+    if (!leaf) return leaf.status();
+    if (*leaf != merkle::leaf_hash(last))
+      return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " does not match its Merkle leaf");
+    if (entry_time(last) != m->last_time)
+      return Status::error("corruption", "last journal entry's time differs from the recorded ledger time");
+  }
+  auto loaded = merkle::Frontier::load(reader, m->size);
+  if (!loaded) return loaded.status();
+  if (loaded->root() != f->root())
+    return Status::error("corruption", "stored Merkle nodes disagree with the recorded root");
+
+  if (full) {
+    for (it->Seek(store::journal_key(0)); it->Valid() && it->key()[0] == store::kJournal; it->Next()) {
+      uint64_t index = store::get_u64(it->key().data() + 1);
+      auto leaf = reader.node(0, index);
+      if (!leaf) return leaf.status();
+      if (*leaf != merkle::leaf_hash(it->value().ToStringView()))
+        return Status::error("corruption", "journal entry " + std::to_string(index) + " does not match its Merkle leaf");
+    }
+  }
+  if (full || options_.verify_supply_on_open) {
+    uint64_t sum = 0;
+    std::string prefix(1, store::kWallet);
+    for (it->Seek(prefix); it->Valid() && it->key()[0] == store::kWallet; it->Next()) {
+      auto w = store::decode_wallet(it->value().ToStringView());
+      if (!w) return Status::error("corruption", "wallet record " + hex_encode(it->key().ToStringView().substr(1)) + " is malformed");
+      if (w->balance > kAmountMax - sum) return Status::error("corruption", "sum of balances overflows");
+      sum += w->balance;
+    }
+    if (!it->status().ok()) return io_error(it->status(), "scan wallets");
+    if (sum != m->issued - m->redeemed)
+      return Status::error("corruption", "sum of balances " + std::to_string(sum) + " != issued − redeemed " +
+                                             std::to_string(m->issued - m->redeemed));
+  }
+  return Status::ok();
+}
+
+Result<std::optional<WalletState>> Ledger::wallet_for_apply(const WalletId& id) {
+  std::string key = id_bytes(id);
+  auto it = wallet_cache_.find(key);
+  if (it != wallet_cache_.end()) return std::optional<WalletState>(it->second);
+  auto w = wallet(id);
+  if (w && w->has_value()) {
+    if (wallet_cache_.size() >= options_.wallet_cache_max) wallet_cache_.clear();
+    wallet_cache_.emplace(std::move(key), **w);
+  }
+  return w;
+}
+
+Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint64_t time) {
+  if (time <= meta_.last_time || time < 1 || time > kTimeMax)
+    return Status::error("invalid", "ledger time " + std::to_string(time) + " must exceed the last batch's " +
+                                        std::to_string(meta_.last_time));
+  if (ops.size() > kApplyBatchOpsMax)
+    return Status::error("invalid", "batch of " + std::to_string(ops.size()) + " ops exceeds " +
+                                        std::to_string(kApplyBatchOpsMax));
+  Applier a(this, time);
+  std::vector<OpOutcome> out;
+  out.reserve(ops.size());
+  for (const Envelope& env : ops) {
+    auto r = a.apply_one(env);
+    if (!r) return r.status();
+    out.push_back(std::move(*r));
+  }
+  Status s = a.commit();
+  if (!s) return s;
+  // Durable: now publish to memory.
+  meta_ = a.meta();
+  for (auto& [id, w] : a.dirty()) {
+    if (wallet_cache_.size() >= options_.wallet_cache_max) wallet_cache_.clear();
+    wallet_cache_[id] = w;
+  }
+  std::lock_guard<std::mutex> lock(head_mu_);
+  head_ = LedgerHead{meta_.size, meta_.last_time, a.frontier().root(), Supply{meta_.issued, meta_.redeemed}};
+  return out;
+}
+
+LedgerHead Ledger::head() const {
+  std::lock_guard<std::mutex> lock(head_mu_);
+  return head_;
+}
+
+Result<std::optional<WalletState>> Ledger::wallet(const WalletId& id) const {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), store::wallet_key(id), &value);
+  if (s.IsNotFound()) return std::optional<WalletState>();
+  if (!s.ok()) return io_error(s, "read wallet");
+  auto w = store::decode_wallet(value);
+  if (!w) return Status::error("corruption", "wallet record " + id_hex(id) + " is malformed");
+  return std::optional<WalletState>(*w);
+}
+
+Result<std::optional<Receipt>> Ledger::receipt(const OpId& id) const {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), store::op_key(id), &value);
+  if (s.IsNotFound()) return std::optional<Receipt>();
+  if (!s.ok()) return io_error(s, "read op record");
+  auto rec = store::decode_op_record(value);
+  if (!rec) return Status::error("corruption", "op record " + id_hex(id) + " is malformed");
+  NodeReaderImpl reader(db_.get());
+  auto leaf = reader.node(0, rec->index);
+  if (!leaf) return leaf.status();
+  return std::optional<Receipt>(Receipt{id, rec->index, rec->time, *leaf, false});
+}
+
+Result<std::vector<JournalEntry>> Ledger::journal(uint64_t from, uint64_t limit) const {
+  uint64_t size = head().size;
+  limit = std::min(limit, kReadEntriesMax);
+  std::vector<JournalEntry> out;
+  if (from >= size) return out;
+  uint64_t end = from + std::min(limit, size - from);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  uint64_t expect = from;
+  for (it->Seek(store::journal_key(from)); expect < end; it->Next(), ++expect) {
+    if (!it->Valid() || it->key() != store::journal_key(expect))
+      return it->status().ok() ? Status::error("corruption", "journal entry " + std::to_string(expect) + " missing")
+                               : io_error(it->status(), "scan journal");
+    JournalEntry e;
+    e.index = expect;
+    e.bytes = it->value().ToString();
+    auto t = entry_time(e.bytes);
+    if (!t) return Status::error("corruption", "journal entry " + std::to_string(expect) + " has no time");
+    e.time = *t;
+    e.leaf_hash = merkle::leaf_hash(e.bytes);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Result<std::vector<JournalEntry>> Ledger::wallet_entries(const WalletId& wallet, std::optional<uint64_t> after,
+                                                         uint64_t limit) const {
+  limit = std::min(limit, kReadEntriesMax);
+  std::vector<JournalEntry> out;
+  std::string prefix = std::string(1, store::kWalletEntry) + id_bytes(wallet);
+  std::string start = after ? store::wallet_entry_key(wallet, *after + 1) : prefix;
+  if (after && *after == UINT64_MAX) return out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  uint64_t size = head().size;
+  for (it->Seek(start); it->Valid() && it->key().starts_with(prefix) && out.size() < limit; it->Next()) {
+    uint64_t index = store::get_u64(it->key().data() + prefix.size());
+    if (index >= size) break;  // written by a batch whose head is not yet published
+    auto page = journal(index, 1);
+    if (!page) return page.status();
+    if (page->size() != 1) return Status::error("corruption", "wallet entry points past the journal");
+    out.push_back(std::move((*page)[0]));
+  }
+  if (!it->status().ok()) return io_error(it->status(), "scan wallet entries");
+  return out;
+}
+
+Result<Hash> Ledger::root_at(uint64_t tree_size) const {
+  if (tree_size > head().size) return Status::error("invalid", "tree_size beyond the journal");
+  NodeReaderImpl reader(db_.get());
+  return merkle::root_at(reader, tree_size);
+}
+
+Result<std::vector<Hash>> Ledger::inclusion_proof(uint64_t index, uint64_t tree_size) const {
+  if (tree_size > head().size) return Status::error("invalid", "tree_size beyond the journal");
+  NodeReaderImpl reader(db_.get());
+  return merkle::inclusion_proof(reader, index, tree_size);
+}
+
+Result<std::vector<Hash>> Ledger::consistency_proof(uint64_t first, uint64_t second) const {
+  if (second > head().size) return Status::error("invalid", "second beyond the journal");
+  NodeReaderImpl reader(db_.get());
+  return merkle::consistency_proof(reader, first, second);
+}
+
+}  // namespace cl

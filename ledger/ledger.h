@@ -1,0 +1,154 @@
+// The ledger: the deterministic state machine of DESIGN §4–§5 and §8 over RocksDB.
+//
+// apply() takes a batch of ops whose signatures were already verified, and a
+// ledger time, and returns one outcome per op.  It reads no clock, draws no
+// randomness and depends only on (stored state, batch, time): two ledgers fed
+// the same batches hold byte-identical journals and the same Merkle root.
+// Every batch lands in one atomic RocksDB WriteBatch (journal entries, Merkle
+// nodes, state, meta): after a crash the store holds all of it or none of it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+#include "common/status.h"
+#include "ledger/genesis.h"
+#include "ledger/store_format.h"
+#include "wallet/op.h"
+
+namespace rocksdb {
+class DB;
+class Env;
+}  // namespace rocksdb
+
+namespace cl {
+
+// Limits: ops in one applied batch (the REST batch endpoint's maximum).
+constexpr size_t kApplyBatchOpsMax = 8192;
+// Entries returned by one journal or wallet-entries read.
+constexpr uint64_t kReadEntriesMax = 10000;
+
+struct LedgerOptions {
+  // fsync every applied batch (the WAL write is synced before apply returns).
+  // Off only where another log already made the batch durable (Raft).
+  bool sync = true;
+  // Storage environment; nullptr = the OS file system.  Simulations pass an
+  // in-memory env.
+  rocksdb::Env* env = nullptr;
+  // Wallet states cached in memory; beyond it the cache is emptied (reads fall
+  // back to RocksDB's block cache).  ~100 bytes each.
+  size_t wallet_cache_max = 2'000'000;
+  // Check Σ balances = issued − redeemed over every wallet when opening.
+  bool verify_supply_on_open = true;
+};
+
+struct Receipt {
+  OpId id{};
+  uint64_t index = 0;
+  uint64_t time = 0;
+  Hash leaf_hash{};
+  bool replay = false;
+};
+
+// The result of one op: kOk with a receipt, or a rejection code with detail.
+struct OpOutcome {
+  Code code = Code::kOk;
+  std::string detail;
+  Receipt receipt;  // meaningful only when code == kOk
+};
+
+struct JournalEntry {
+  uint64_t index = 0;
+  uint64_t time = 0;
+  std::string bytes;  // JCS({"index","op","time"}): the hashed form
+  Hash leaf_hash{};
+};
+
+struct Supply {
+  uint64_t issued = 0;
+  uint64_t redeemed = 0;
+  uint64_t outstanding() const { return issued - redeemed; }
+};
+
+// A consistent snapshot of the ledger's head, updated after each batch.
+struct LedgerHead {
+  uint64_t size = 0;
+  uint64_t last_time = 0;
+  Hash root{};
+  Supply supply;
+};
+
+using WalletState = store::WalletState;
+using WalletStatus = store::WalletStatus;
+
+class Ledger {
+ public:
+  // Opens (creating if needed) the ledger in "dir" for "genesis".  Refuses
+  // with Status "mismatch" if dir was created with a different genesis, and
+  // with "corruption" (naming the check) if the stored state is inconsistent.
+  static Result<std::unique_ptr<Ledger>> open(const std::string& dir, const Genesis& genesis,
+                                              const LedgerOptions& options = {});
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  const Genesis& genesis() const { return genesis_; }
+
+  // Applies "ops" in order at ledger time "time" and makes the result
+  // durable (per options.sync) before returning.  Preconditions, returned as
+  // Status "invalid" with nothing changed: time > head().last_time,
+  // 1 ≤ time ≤ kTimeMax, ops.size() ≤ kApplyBatchOpsMax.  Storage failures
+  // return Status "io" with nothing changed.  Not thread-safe: one applier.
+  Result<std::vector<OpOutcome>> apply(std::span<const Envelope> ops, uint64_t time);
+
+  // --- Reads: thread-safe, may run concurrently with apply(). ---
+
+  LedgerHead head() const;
+  Result<std::optional<WalletState>> wallet(const WalletId& id) const;
+  // The receipt of the accepted op "id" (replay = false), or nullopt.
+  Result<std::optional<Receipt>> receipt(const OpId& id) const;
+  // Entries [from, from + limit) that exist; limit is capped at kReadEntriesMax.
+  Result<std::vector<JournalEntry>> journal(uint64_t from, uint64_t limit) const;
+  // The entries touching "wallet" with index > after (all if after is
+  // nullopt), oldest first, at most limit (capped at kReadEntriesMax).
+  Result<std::vector<JournalEntry>> wallet_entries(const WalletId& wallet, std::optional<uint64_t> after,
+                                                   uint64_t limit) const;
+  // RFC 9162 tree head and proofs over the journal (tree_size ≤ head().size).
+  Result<Hash> root_at(uint64_t tree_size) const;
+  Result<std::vector<Hash>> inclusion_proof(uint64_t index, uint64_t tree_size) const;
+  Result<std::vector<Hash>> consistency_proof(uint64_t first, uint64_t second) const;
+
+  // Re-runs the open-time consistency checks; "full" also re-hashes every
+  // journal entry and compares it with the stored Merkle leaves.
+  Status check(bool full) const;
+
+ private:
+  class Applier;
+  class NodeReaderImpl;
+  Ledger(std::unique_ptr<rocksdb::DB> db, Genesis genesis, LedgerOptions options);
+  Status load_and_check();
+  Result<std::optional<WalletState>> wallet_for_apply(const WalletId& id);
+
+  std::unique_ptr<rocksdb::DB> db_;
+  Genesis genesis_;
+  LedgerOptions options_;
+  store::MetaState meta_;  // owned by the applier thread
+  std::unordered_map<std::string, WalletState> wallet_cache_;  // key: wallet id bytes; applier only
+  mutable std::mutex head_mu_;
+  LedgerHead head_;  // guarded by head_mu_
+};
+
+// Parses the time out of an entry's canonical bytes (…,"time":T}).
+std::optional<uint64_t> entry_time(std::string_view entry_bytes);
+
+// The canonical bytes of entry {index, time, op = envelope JCS}.
+std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope_jcs);
+
+}  // namespace cl

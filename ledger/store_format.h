@@ -1,0 +1,71 @@
+// The ledger's RocksDB layout (one key space, one-byte prefixes).  See
+// doc/storage.md for the table.  All integers are big-endian so that keys
+// sort in numeric order.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/sha256.h"
+#include "wallet/op.h"
+
+namespace cl::store {
+
+// Key prefixes.
+constexpr char kMeta = 'm';        // m<name>                     → meta values
+constexpr char kJournal = 'j';     // j<index:8>                  → entry canonical bytes
+constexpr char kTree = 't';        // t<level:1><index:8>         → 32-byte Merkle node
+constexpr char kOp = 'o';          // o<op id:16>                 → OpRecord
+constexpr char kWallet = 'w';      // w<wallet id:16>             → WalletState
+constexpr char kWalletEntry = 'x'; // x<wallet id:16><index:8>    → empty
+constexpr char kReference = 'r';   // r<len(program):2><program><reference> → op id
+
+constexpr std::string_view kMetaGenesis = "mgenesis";
+constexpr std::string_view kMetaState = "mstate";
+
+void put_u64(std::string* out, uint64_t v);
+uint64_t get_u64(const char* p);
+
+std::string journal_key(uint64_t index);
+std::string tree_key(uint32_t level, uint64_t index);
+std::string op_key(const OpId& id);
+std::string wallet_key(const WalletId& id);
+std::string wallet_entry_key(const WalletId& id, uint64_t index);
+std::string reference_key(std::string_view program, std::string_view reference);
+
+enum class WalletStatus : uint8_t { kActive = 0, kFrozen = 1 };
+
+struct WalletState {
+  WalletKind kind = WalletKind::kPersonal;
+  WalletStatus status = WalletStatus::kActive;
+  PublicKey key{};
+  uint64_t balance = 0;
+  std::optional<uint64_t> max_balance;
+};
+std::string encode_wallet(const WalletState& w);
+std::optional<WalletState> decode_wallet(std::string_view bytes);
+
+// What the ledger remembers of an accepted op: enough for its receipt and
+// to tell a replay (same body) from a conflict (different body).
+struct OpRecord {
+  uint64_t index = 0;
+  uint64_t time = 0;
+  Hash body_hash{};
+};
+std::string encode_op_record(const OpRecord& r);
+std::optional<OpRecord> decode_op_record(std::string_view bytes);
+
+// The per-batch meta record: everything derived that is not a per-key value.
+struct MetaState {
+  uint64_t size = 0;       // journal entries = next index
+  uint64_t last_time = 0;  // ledger time of the last applied batch
+  uint64_t issued = 0;
+  uint64_t redeemed = 0;
+  std::string frontier;    // merkle::Frontier::serialize()
+};
+std::string encode_meta(const MetaState& m);
+std::optional<MetaState> decode_meta(std::string_view bytes);
+
+}  // namespace cl::store
