@@ -1,4 +1,235 @@
+// `cityledger bench apply`: ledger apply throughput and this machine's Ed25519
+// verify rate, measured in one run (a program that prints figures, never a test).
+#include <sodium.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <thread>
+
 #include "cli/commands.h"
+#include "common/hex.h"
+#include "ledger/ledger.h"
+
 namespace cl::cli {
-void register_bench_commands(CLI::App&) {}
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct ApplyBenchOptions {
+  uint64_t wallets = 100'000;
+  uint64_t batches = 100;
+  uint64_t batch_size = 1000;
+  uint64_t keys = 1000;  // distinct owner keys shared by the wallets
+  std::string dir;
+  bool sync = true;
+  bool json = false;
+};
+
+// Runs fn(i) for i in [0, n) on every core.
+template <typename Fn>
+void parallel_for(size_t n, Fn fn) {
+  size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < n; i += threads) fn(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+// Single-core Ed25519 verifications per second over ~"seconds".
+double measure_verify_per_sec(double seconds) {
+  KeyPair k = generate_key_pair();
+  std::string msg(200, 'x');
+  SignatureBytes sig = sign(k, msg);
+  uint64_t n = 0;
+  auto t0 = Clock::now();
+  while (true) {
+    for (int i = 0; i < 256; ++i) CL_CHECK(verify(k.public_key, msg, sig));
+    n += 256;
+    if (seconds_since(t0) >= seconds) break;
+  }
+  return static_cast<double>(n) / seconds_since(t0);
+}
+
+Id128 numbered_id(uint64_t n, uint8_t tag) {
+  Id128 id{};
+  id[0] = tag;
+  for (int i = 0; i < 8; ++i) id[15 - i] = static_cast<uint8_t>(n >> (8 * i));
+  return id;
+}
+
+KeyPair seeded_key(uint64_t n) {
+  std::array<uint8_t, 32> seed{};
+  for (int i = 0; i < 8; ++i) seed[i] = static_cast<uint8_t>(n >> (8 * i));
+  seed[31] = 0xBE;
+  return key_pair_from_seed(seed);
+}
+
+// Applies "ops" in chunks of kApplyBatchOpsMax; aborts on any rejection.
+void apply_all(Ledger& ledger, const std::vector<Envelope>& ops, uint64_t* time) {
+  for (size_t i = 0; i < ops.size(); i += kApplyBatchOpsMax) {
+    size_t n = std::min(kApplyBatchOpsMax, ops.size() - i);
+    auto r = ledger.apply(std::span<const Envelope>(ops.data() + i, n), ++*time);
+    CL_CHECK_MSG(r.is_ok(), r.status().to_string().c_str());
+    for (const auto& o : *r) CL_CHECK_MSG(o.code == Code::kOk, o.detail.c_str());
+  }
+}
+
+void run_apply_bench(const ApplyBenchOptions& o) {
+  crypto_init();
+  std::string dir = o.dir;
+  bool temp = dir.empty();
+  if (temp) dir = (std::filesystem::temp_directory_path() / ("cityledger-bench-" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+
+  KeyPair issuer = seeded_key(1'000'000'001), registrar = seeded_key(1'000'000'002), node = seeded_key(1'000'000'003);
+  std::string genesis_json = "{\"chain\":\"bench\",\"issuer\":\"" + hex_encode(issuer.public_key) +
+                             "\",\"registrars\":[\"" + hex_encode(registrar.public_key) +
+                             "\"],\"nodes\":[{\"id\":1,\"key\":\"" + hex_encode(node.public_key) + "\"}]}";
+  auto genesis = Genesis::parse(genesis_json);
+  CL_CHECK(genesis.is_ok());
+  LedgerOptions lo;
+  lo.sync = o.sync;
+  auto opened = Ledger::open(dir, *genesis, lo);
+  CL_CHECK_MSG(opened.is_ok(), opened.status().to_string().c_str());
+  Ledger& ledger = **opened;
+
+  std::cerr << "bench apply: preparing " << o.wallets << " wallets and " << o.batches * o.batch_size
+            << " signed fares...\n";
+  std::vector<KeyPair> keys(o.keys);
+  parallel_for(keys.size(), [&](size_t i) { keys[i] = seeded_key(i); });
+  constexpr uint64_t kOperators = 10;
+  uint64_t next_op = 0;
+  auto body = [&](OpType t) {
+    OpBody b;
+    b.chain = "bench";
+    b.id = numbered_id(next_op++, 0x0B);
+    b.type = t;
+    return b;
+  };
+  // Setup: operators, riders, and a top-up for every rider.
+  std::vector<OpBody> setup;
+  for (uint64_t w = 0; w < o.wallets + kOperators; ++w) {
+    OpBody b = body(OpType::kOpenWallet);
+    b.wallet = numbered_id(w, 0x0A);
+    b.key = keys[w % keys.size()].public_key;
+    b.kind = w < kOperators ? WalletKind::kTransit : WalletKind::kPersonal;
+    setup.push_back(b);
+  }
+  for (uint64_t w = kOperators; w < o.wallets + kOperators; ++w) {
+    OpBody b = body(OpType::kIssue);
+    b.to = numbered_id(w, 0x0A);
+    b.amount = 1'000'000;
+    setup.push_back(b);
+  }
+  std::vector<Envelope> setup_envs(setup.size());
+  parallel_for(setup.size(), [&](size_t i) {
+    const OpBody& b = setup[i];
+    if (b.type == OpType::kOpenWallet) {
+      uint64_t w = i;
+      setup_envs[i] = sign_envelope(b, {&registrar, &keys[w % keys.size()]});
+    } else {
+      setup_envs[i] = sign_envelope(b, {&issuer});
+    }
+  });
+  uint64_t time = 1'800'000'000'000;
+  apply_all(ledger, setup_envs, &time);
+  setup_envs.clear();
+
+  // The timed workload: fares from random riders to the operators.
+  std::mt19937_64 rng(42);
+  std::vector<OpBody> fares(o.batches * o.batch_size);
+  for (auto& b : fares) {
+    b = body(OpType::kFare);
+    b.from = numbered_id(kOperators + rng() % o.wallets, 0x0A);
+    b.to = numbered_id(rng() % kOperators, 0x0A);
+    b.amount = 5700;
+    b.gate = "Охотный Ряд, турникет 7";
+    b.tap_at = time;
+  }
+  std::vector<Envelope> fare_envs(fares.size());
+  parallel_for(fares.size(), [&](size_t i) {
+    uint64_t w = 0;
+    for (int k = 0; k < 8; ++k) w = (w << 8) | fares[i].from[8 + k];
+    fare_envs[i] = sign_envelope(fares[i], {&keys[w % keys.size()]});
+  });
+
+  std::cerr << "bench apply: timing " << o.batches << " batches\n";
+  std::vector<double> batch_ms;
+  uint64_t accepted = 0;
+  auto t0 = Clock::now();
+  for (uint64_t b = 0; b < o.batches; ++b) {
+    auto tb = Clock::now();
+    auto r = ledger.apply(std::span<const Envelope>(fare_envs.data() + b * o.batch_size, o.batch_size), ++time);
+    batch_ms.push_back(seconds_since(tb) * 1000);
+    CL_CHECK_MSG(r.is_ok(), r.status().to_string().c_str());
+    for (const auto& out : *r) accepted += out.code == Code::kOk;
+  }
+  double total_s = seconds_since(t0);
+  std::sort(batch_ms.begin(), batch_ms.end());
+  double p50 = batch_ms[batch_ms.size() / 2];
+  double p99 = batch_ms[std::min(batch_ms.size() - 1, batch_ms.size() * 99 / 100)];
+  double median_ops = o.batch_size / (p50 / 1000);
+  double mean_ops = static_cast<double>(o.batches * o.batch_size) / total_s;
+
+  std::cerr << "bench apply: measuring Ed25519 verify rate...\n";
+  double verify_1 = measure_verify_per_sec(2.0);
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  auto head = ledger.head();
+  opened->reset();
+  if (temp) std::filesystem::remove_all(dir);
+
+  if (o.json) {
+    std::cout << Json{{"benchmark", "apply"},     {"wallets", o.wallets},
+                      {"batch_size", o.batch_size}, {"batches", o.batches},
+                      {"sync", o.sync},             {"accepted", accepted},
+                      {"apply_ops_per_sec_median", median_ops}, {"apply_ops_per_sec_mean", mean_ops},
+                      {"batch_ms_p50", p50},        {"batch_ms_p99", p99},
+                      {"verify_per_sec_per_core", verify_1}, {"cores", cores},
+                      {"verify_ceiling_per_sec", verify_1 * cores},
+                      {"apply_over_verify_one_core", median_ops / verify_1},
+                      {"journal_size", head.size}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  std::printf("apply benchmark: %llu batches x %llu fares over %llu wallets (sync=%s), single thread\n",
+              (unsigned long long)o.batches, (unsigned long long)o.batch_size, (unsigned long long)o.wallets,
+              o.sync ? "on" : "off");
+  std::printf("  accepted                 %llu / %llu\n", (unsigned long long)accepted,
+              (unsigned long long)(o.batches * o.batch_size));
+  std::printf("  apply ops/s (median)     %.0f\n", median_ops);
+  std::printf("  apply ops/s (mean)       %.0f\n", mean_ops);
+  std::printf("  batch latency ms         p50 %.2f  p99 %.2f\n", p50, p99);
+  std::printf("  Ed25519 verify/s, 1 core %.0f\n", verify_1);
+  std::printf("  verify ceiling (%u cores) %.0f/s\n", cores, verify_1 * cores);
+  std::printf("  apply / verify (1 core)  %.1fx\n", median_ops / verify_1);
+}
+
+}  // namespace
+
+void register_bench_commands(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "benchmarks: programs that print figures");
+  bench->require_subcommand(1);
+  auto o = std::make_shared<ApplyBenchOptions>();
+  auto* apply = bench->add_subcommand("apply", "ledger apply throughput vs Ed25519 verify rate");
+  apply->add_option("--wallets", o->wallets, "rider wallets")->capture_default_str();
+  apply->add_option("--batches", o->batches, "timed batches")->capture_default_str();
+  apply->add_option("--batch-size", o->batch_size, "fares per batch")->capture_default_str()->check(
+      CLI::Range(uint64_t{1}, uint64_t{kApplyBatchOpsMax}));
+  apply->add_option("--dir", o->dir, "ledger directory (default: a temporary one, removed after)");
+  apply->add_flag("--no-sync", [o](int64_t) { o->sync = false; }, "do not fsync each batch");
+  apply->add_flag("--json", o->json, "print one JSON object");
+  apply->callback([o] { run_apply_bench(*o); });
+}
+
 }  // namespace cl::cli

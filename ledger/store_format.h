@@ -16,7 +16,8 @@ namespace cl::store {
 // Key prefixes.
 constexpr char kMeta = 'm';        // m<name>                     → meta values
 constexpr char kJournal = 'j';     // j<index:8>                  → entry canonical bytes
-constexpr char kTree = 't';        // t<level:1><index:8>         → 32-byte Merkle node
+constexpr char kTree = 't';        // t<level:1><index:8>         → 32-byte Merkle node, level ≥ 1
+                                   // (level-0 leaves are hashed from journal entries)
 constexpr char kOp = 'o';          // o<op id:16>                 → OpRecord
 constexpr char kWallet = 'w';      // w<wallet id:16>             → WalletState
 constexpr char kWalletEntry = 'x'; // x<wallet id:16><index:8>    → empty
