@@ -7,7 +7,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <map>
+#include <set>
+#include <unordered_map>
 
 #include "common/hex.h"
 #include "ledger/merkle.h"
@@ -91,7 +92,7 @@ class Ledger::Applier {
 
   Result<OpOutcome> apply_one(const Envelope& env);
   Status commit();
-  std::map<std::string, WalletState>& dirty() { return dirty_; }
+  std::unordered_map<WalletId, WalletState, Id128Hash>& dirty() { return dirty_; }
   const store::MetaState& meta() const { return meta_; }
   const merkle::Frontier& frontier() const { return frontier_; }
 
@@ -120,20 +121,20 @@ class Ledger::Applier {
   // RocksDB's memtable skiplist inserts sorted keys several times faster
   // than random ones (it reuses the previous insert's position).
   std::vector<std::pair<std::string, std::string>> puts_;
-  std::map<std::string, WalletState> dirty_;  // wallet id bytes → new state
-  std::map<std::string, PendingOp> ops_;      // op id bytes → accepted in this batch
-  std::map<std::string, bool> references_;    // reference keys taken in this batch
+  std::unordered_map<WalletId, WalletState, Id128Hash> dirty_;  // wallets changed by this batch
+  std::unordered_map<OpId, PendingOp, Id128Hash> ops_;          // ops accepted in this batch
+  std::set<std::string> references_;                           // reference keys taken in this batch
   std::vector<merkle::StoredNode> nodes_;
 };
 
 Result<std::optional<WalletState>> Ledger::Applier::wallet(const WalletId& id) {
-  auto it = dirty_.find(id_bytes(id));
+  auto it = dirty_.find(id);
   if (it != dirty_.end()) return std::optional<WalletState>(it->second);
   return l_->wallet_for_apply(id);
 }
 
 Result<std::optional<Receipt>> Ledger::Applier::existing(const OpId& id, Hash* body_hash) {
-  auto it = ops_.find(id_bytes(id));
+  auto it = ops_.find(id);
   if (it != ops_.end()) {
     *body_hash = it->second.record.body_hash;
     return std::optional<Receipt>(Receipt{id, it->second.record.index, it->second.record.time, it->second.leaf, true});
@@ -194,7 +195,7 @@ Result<OpOutcome> Ledger::Applier::check_and_apply(const Envelope& env) {
       auto w = wallet(b.wallet);
       if (!w) return w.status();
       if (w->has_value()) return reject(Code::kWalletExists, "wallet " + id_hex(b.wallet) + " already exists");
-      dirty_[id_bytes(b.wallet)] = WalletState{b.kind, WalletStatus::kActive, b.key, 0, b.max_balance};
+      dirty_[b.wallet] = WalletState{b.kind, WalletStatus::kActive, b.key, 0, b.max_balance};
       return accept(env, {&b.wallet});
     }
     case OpType::kIssue: {
@@ -210,7 +211,7 @@ Result<OpOutcome> Ledger::Applier::check_and_apply(const Envelope& env) {
         return reject(Code::kBalanceLimitExceeded, "wallet " + id_hex(b.to) + " would exceed its balance limit");
       to.balance += b.amount;
       meta_.issued += b.amount;
-      dirty_[id_bytes(b.to)] = to;
+      dirty_[b.to] = to;
       return accept(env, {&b.to});
     }
     case OpType::kRedeem: {
@@ -224,7 +225,7 @@ Result<OpOutcome> Ledger::Applier::check_and_apply(const Envelope& env) {
         return reject(Code::kInsufficientFunds, "balance " + std::to_string(from.balance) + " < amount " + std::to_string(b.amount));
       from.balance -= b.amount;
       meta_.redeemed += b.amount;
-      dirty_[id_bytes(b.from)] = from;
+      dirty_[b.from] = from;
       return accept(env, {&b.from});
     }
     case OpType::kTransfer:
@@ -244,7 +245,7 @@ Result<OpOutcome> Ledger::Applier::check_and_apply(const Envelope& env) {
       if (b.type == OpType::kFreeze) st.status = WalletStatus::kFrozen;
       else if (b.type == OpType::kUnfreeze) st.status = WalletStatus::kActive;
       else st.key = b.key;
-      dirty_[id_bytes(b.wallet)] = st;
+      dirty_[b.wallet] = st;
       return accept(env, {&b.wallet});
     }
   }
@@ -282,11 +283,11 @@ Result<OpOutcome> Ledger::Applier::apply_move(const Envelope& env) {
     return reject(Code::kBalanceLimitExceeded, "wallet " + id_hex(b.to) + " would exceed its balance limit");
   from.balance -= b.amount;
   to.balance += b.amount;
-  dirty_[id_bytes(b.from)] = from;
-  dirty_[id_bytes(b.to)] = to;
+  dirty_[b.from] = from;
+  dirty_[b.to] = to;
   if (b.type == OpType::kPayout) {
     std::string key = store::reference_key(b.program, b.reference);
-    references_[key] = true;
+    references_.insert(key);
     puts_.emplace_back(key, id_bytes(b.id));
   }
   return accept(env, {&b.from, &b.to});
@@ -307,14 +308,14 @@ OpOutcome Ledger::Applier::accept(const Envelope& env, std::initializer_list<con
   store::OpRecord rec{index, time_, env.body_hash};
   puts_.emplace_back(store::op_key(env.body.id), store::encode_op_record(rec));
   for (const WalletId* w : touched) puts_.emplace_back(store::wallet_entry_key(*w, index), std::string());
-  ops_[id_bytes(env.body.id)] = PendingOp{rec, leaf};
+  ops_[env.body.id] = PendingOp{rec, leaf};
   return OpOutcome{Code::kOk, "", Receipt{env.body.id, index, time_, leaf, false}};
 }
 
 Status Ledger::Applier::commit() {
   for (const auto& [id, w] : dirty_) {
     CL_CHECK(w.balance <= w.max_balance.value_or(kAmountMax));
-    puts_.emplace_back(std::string(1, store::kWallet) + id, store::encode_wallet(w));
+    puts_.emplace_back(store::wallet_key(id), store::encode_wallet(w));
   }
   CL_CHECK(meta_.redeemed <= meta_.issued);
   meta_.last_time = time_;
@@ -370,6 +371,13 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   std::string stored;
   s = l->db_->Get(rocksdb::ReadOptions(), store::kMetaGenesis, &stored);
   if (s.IsNotFound()) {
+    // Initialise only a store that is truly empty: a populated store that
+    // lost its genesis record is corrupt, and must not be overwritten.
+    std::unique_ptr<rocksdb::Iterator> it(l->db_->NewIterator(rocksdb::ReadOptions()));
+    it->SeekToFirst();
+    if (it->Valid())
+      return Status::error("corruption", "ledger store " + dir + " has data but no genesis record; refusing to open");
+    if (!it->status().ok()) return io_error(it->status(), "scan ledger store");
     rocksdb::WriteBatch b;
     b.Put(store::kMetaGenesis, genesis.jcs);
     store::MetaState m;
@@ -427,8 +435,11 @@ Status Ledger::check(bool full) const {
     std::string last;
     s = db_->Get(rocksdb::ReadOptions(), store::journal_key(m->size - 1), &last);
     if (!s.ok()) return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " missing");
-    if (entry_time(last) != m->last_time)
-      return Status::error("corruption", "last journal entry's time differs from the recorded ledger time");
+    // A batch that accepted nothing still advances last_time, so the last
+    // entry's time may be older than it, never newer.
+    auto t = entry_time(last);
+    if (!t || *t > m->last_time)
+      return Status::error("corruption", "last journal entry's time is missing or later than the recorded ledger time");
   }
   // The frontier rebuilt from stored nodes (and, for an odd size, the last
   // entry's own hash) must give the recorded root; for an even size the last
@@ -449,6 +460,22 @@ Status Ledger::check(bool full) const {
       return Status::error("corruption", "journal entries " + std::to_string(2 * p) + ".." + std::to_string(2 * p + 1) +
                                              " do not match their stored Merkle node");
   }
+  if (full) {
+    // Every stored interior node above level 1 equals the hash of its children.
+    for (uint32_t level = 2; level < 64 && (uint64_t{1} << level) <= m->size; ++level) {
+      for (uint64_t i = 0; i < (m->size >> level); ++i) {
+        auto left = reader.node(level - 1, 2 * i);
+        auto right = reader.node(level - 1, 2 * i + 1);
+        auto stored = reader.node(level, i);
+        if (!left) return left.status();
+        if (!right) return right.status();
+        if (!stored) return stored.status();
+        if (merkle::node_hash(*left, *right) != *stored)
+          return Status::error("corruption", "Merkle node level " + std::to_string(level) + " index " +
+                                                 std::to_string(i) + " does not match its children");
+      }
+    }
+  }
   if (full || options_.verify_supply_on_open) {
     uint64_t sum = 0;
     std::string prefix(1, store::kWallet);
@@ -467,13 +494,12 @@ Status Ledger::check(bool full) const {
 }
 
 Result<std::optional<WalletState>> Ledger::wallet_for_apply(const WalletId& id) {
-  std::string key = id_bytes(id);
-  auto it = wallet_cache_.find(key);
+  auto it = wallet_cache_.find(id);
   if (it != wallet_cache_.end()) return std::optional<WalletState>(it->second);
   auto w = wallet(id);
   if (w && w->has_value()) {
     if (wallet_cache_.size() >= options_.wallet_cache_max) wallet_cache_.clear();
-    wallet_cache_.emplace(std::move(key), **w);
+    wallet_cache_.emplace(id, **w);
   }
   return w;
 }

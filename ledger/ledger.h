@@ -126,7 +126,8 @@ class Ledger {
   Result<std::vector<Hash>> consistency_proof(uint64_t first, uint64_t second) const;
 
   // Re-runs the open-time consistency checks; "full" also re-hashes every
-  // journal entry and compares it with the stored Merkle leaves.
+  // journal entry and every stored Merkle node against its children, and sums
+  // every balance.
   Status check(bool full) const;
 
  private:
@@ -140,7 +141,7 @@ class Ledger {
   Genesis genesis_;
   LedgerOptions options_;
   store::MetaState meta_;  // owned by the applier thread
-  std::unordered_map<std::string, WalletState> wallet_cache_;  // key: wallet id bytes; applier only
+  std::unordered_map<WalletId, WalletState, Id128Hash> wallet_cache_;  // applier only
   mutable std::mutex head_mu_;
   LedgerHead head_;  // guarded by head_mu_
 };

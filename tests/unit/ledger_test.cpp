@@ -188,16 +188,30 @@ void expect_open_corruption(const std::string& dir, const std::string& words) {
   CHECK_MESSAGE(l.status().message().find(words) != std::string::npos, l.status().message());
 }
 
-// A closed store of 5 entries over three accepted batches: journal
-// frontier nodes (2,0) and (0,4).
-void populate(World& w) {
+// Closes "w" after writing a store of 5 + extra entries: open alice and bob,
+// issue 500 to alice, transfer 200 to bob, bob redeems 50, then "extra"
+// issues of 1 to alice in one last batch (every batch accepts ops).
+void populate(World& w, uint64_t extra = 0) {
   REQUIRE(apply(*w.l, {w.f.open_wallet(w.alice, w.alice_key), w.f.open_wallet(w.bob, w.bob_key)})[1].code ==
           Code::kOk);
   REQUIRE(apply(*w.l, {w.f.issue(w.alice, 500), w.f.transfer(w.alice, w.alice_key, w.bob, 200)})[1].code ==
           Code::kOk);
   REQUIRE(apply_one(*w.l, w.f.redeem(w.bob, w.bob_key, 50)).code == Code::kOk);
-  REQUIRE(w.l->head().size == 5);
+  std::vector<Envelope> ops;
+  for (uint64_t i = 0; i < extra; ++i) ops.push_back(w.f.issue(w.alice, 1));
+  if (!ops.empty())
+    for (const auto& o : apply(*w.l, ops)) REQUIRE(o.code == Code::kOk);
+  REQUIRE(w.l->head().size == 5 + extra);
   w.l.reset();
+}
+
+// Replaces the first "from" in journal entry "index" by "to".
+void edit_entry(rocksdb::DB& db, uint64_t index, const std::string& from, const std::string& to) {
+  std::string e = raw_get(db, store::journal_key(index));
+  auto pos = e.find(from);
+  REQUIRE(pos != std::string::npos);
+  e.replace(pos, from.size(), to);
+  raw_put(db, store::journal_key(index), e);
 }
 
 // =================================================== success: every op type --
@@ -449,6 +463,27 @@ TEST_CASE("spending more than the balance is insufficient_funds; the same op id 
   w.expect_books(151, 0, {{w.alice, 88}, {w.metro, 62}});
   CHECK(apply_one(*w.l, payout).code == Code::kOk);
   w.expect_books(151, 0, {{w.agency, 0}, {w.bob, 1}});
+}
+
+TEST_CASE("a rejected op frees its id and its payout reference for later ops of the same batch") {
+  World w;
+  w.fund();
+  OpBody big = w.f.body(OpType::kPayout);
+  big.from = w.agency;
+  big.to = w.bob;
+  big.amount = 1'000'000;  // more than the agency holds
+  big.program = "birth";
+  big.reference = "R-7";
+  OpBody small = big;
+  small.amount = 700;
+  auto out = apply(*w.l, {sign_envelope(big, {&w.agency_key}), sign_envelope(small, {&w.agency_key})});
+  CHECK(name(out[0].code) == name(Code::kInsufficientFunds));
+  CHECK_MESSAGE(out[1].code == Code::kOk, out[1].detail);
+  CHECK_FALSE(out[1].receipt.replay);
+  auto r = w.l->receipt(big.id);
+  REQUIRE(r->has_value());
+  CHECK((*r)->index == out[1].receipt.index);
+  w.expect_books(210'000, 0, {{w.agency, 99'300}, {w.bob, 700}});
 }
 
 TEST_CASE("a credit beyond the wallet's max_balance is balance_limit_exceeded; up to the limit is fine") {
@@ -966,7 +1001,7 @@ TEST_CASE("apply refuses a non-increasing or zero time, or an oversized batch, a
   }
 }
 
-TEST_CASE("the entries of one batch share the batch's time; an empty batch is allowed") {
+TEST_CASE("the entries of one batch share the batch's time") {
   World w;
   w.open_all();
   uint64_t t = w.l->head().last_time + 7;
@@ -1060,11 +1095,8 @@ TEST_CASE("reopening with a different genesis fails with mismatch") {
   w.expect_books(210'000, 0, {{w.alice, 10'000}});
 }
 
-// BUG: Ledger::Applier::commit records meta.last_time = batch time even when
-// no entry was appended, but Ledger::check requires entry_time(last entry) ==
-// meta.last_time, so a ledger whose last batch accepted nothing (all ops
-// rejected, all replays, or empty) refuses to reopen with "corruption".
-TEST_CASE("a ledger whose last batch accepted no op reopens" * doctest::may_fail()) {
+// A batch that accepts nothing still advances last_time; the store must reopen.
+TEST_CASE("a ledger whose last batch accepted no op reopens") {
   World w;
   w.fund();
   Snapshot before = snapshot(w);
@@ -1098,17 +1130,17 @@ TEST_CASE("open detects a journal entry beyond the recorded size") {
   expect_open_corruption(w.path(), "beyond its recorded size");
 }
 
-TEST_CASE("open detects altered bytes in the last journal entry") {
+TEST_CASE("open detects altered bytes in the last journal entry, for odd and even journal sizes") {
   World w;
-  populate(w);
-  with_raw_db(w.path(), [](rocksdb::DB& db) {
-    std::string e = raw_get(db, store::journal_key(4));
-    auto pos = e.find("\"amount\":50");
-    REQUIRE(pos != std::string::npos);
-    e.replace(pos, 11, "\"amount\":5");
-    raw_put(db, store::journal_key(4), e);
-  });
-  expect_open_corruption(w.path(), "journal entry 4 does not match its Merkle leaf");
+  SUBCASE("5 entries: the last entry is a frontier leaf") {
+    populate(w);
+    with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
+  }
+  SUBCASE("6 entries: the last entry is under a stored level-1 node") {
+    populate(w, 1);
+    with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 5, "\"amount\":1", "\"amount\":2"); });
+  }
+  expect_open_corruption(w.path(), "journal");
 }
 
 TEST_CASE("open detects a missing last journal entry") {
@@ -1153,77 +1185,75 @@ TEST_CASE("open detects a deleted or truncated meta record") {
   }
 }
 
-TEST_CASE("open detects a deleted Merkle node of the current tree") {
+TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
   World w;
-  populate(w);  // 5 leaves: frontier nodes (2,0) and (0,4)
-  SUBCASE("the complete subtree of the first four leaves") {
+  populate(w);  // 5 leaves: frontier (2,0) and leaf 4; last pair's node (1,1)
+  SUBCASE("the complete subtree node of the first four leaves, deleted") {
     with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(2, 0)); });
     expect_open_corruption(w.path(), "missing Merkle node level 2 index 0");
   }
-  SUBCASE("the last leaf") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(0, 4)); });
-    expect_open_corruption(w.path(), "missing Merkle node level 0 index 4");
-  }
-  SUBCASE("an altered subtree node") {
+  SUBCASE("the complete subtree node of the first four leaves, altered") {
     with_raw_db(w.path(), [](rocksdb::DB& db) {
       std::string n = raw_get(db, store::tree_key(2, 0));
       n[0] = static_cast<char>(n[0] ^ 1);
       raw_put(db, store::tree_key(2, 0), n);
     });
-    expect_open_corruption(w.path(), "disagree with the recorded root");
+    expect_open_corruption(w.path(), "Merkle");
+  }
+  SUBCASE("the level-1 node over the last full pair, deleted") {
+    with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(1, 1)); });
+    expect_open_corruption(w.path(), "missing Merkle node level 1 index 1");
   }
 }
 
 TEST_CASE("check(full) detects a tampered middle journal entry that open's cheap check misses") {
   World w;
-  populate(w);
-  with_raw_db(w.path(), [](rocksdb::DB& db) {
-    std::string e = raw_get(db, store::journal_key(2));
-    auto pos = e.find("\"amount\":500");
-    REQUIRE(pos != std::string::npos);
-    e.replace(pos, 12, "\"amount\":900");
-    raw_put(db, store::journal_key(2), e);
-  });
+  populate(w, 4);  // 9 entries; open checks the frontier and the last pair (6, 7)
+  with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
   w.l = open_ledger(w.path());
   CHECK(w.l->check(/*full=*/false).is_ok());
   Status s = w.l->check(/*full=*/true);
   REQUIRE_FALSE(s.is_ok());
   CHECK(s.code() == "corruption");
-  CHECK_MESSAGE(s.message().find("journal entry 2") != std::string::npos, s.message());
+  CHECK_MESSAGE(s.message().find("journal entries 4..5") != std::string::npos, s.message());
 }
 
-// BUG: Ledger::check(full=true) only re-hashes the journal entries that are
-// present; it never checks that indices 0..size-1 are all there, so a
-// deleted middle entry passes the full check while journal() and replay fail.
-TEST_CASE("check(full) detects a missing middle journal entry" * doctest::may_fail()) {
+TEST_CASE("check(full) detects a missing middle journal entry that open's cheap check misses") {
   World w;
-  populate(w);
-  with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::journal_key(2)); });
+  populate(w, 4);
+  with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::journal_key(4)); });
   w.l = open_ledger(w.path());
   CHECK_FALSE(w.l->journal(0, 10).is_ok());
   Status s = w.l->check(/*full=*/true);
+  REQUIRE_FALSE(s.is_ok());
   CHECK(s.code() == "corruption");
+  CHECK_MESSAGE(s.message().find("journal entry 4 missing") != std::string::npos, s.message());
 }
 
-// BUG: Ledger::check(full=true) compares entries with the stored leaves
-// (level 0) only; interior nodes that are not on the frontier are never
-// recomputed, so a deleted or altered one passes while inclusion proofs
-// through it fail or are wrong.
-TEST_CASE("check(full) detects a deleted interior Merkle node" * doctest::may_fail()) {
+// An altered interior node off the frontier would serve proofs that do not
+// verify against the ledger's own root: the full check must catch it.
+TEST_CASE("check(full) detects an altered interior Merkle node off the frontier") {
   World w;
-  populate(w);  // 5 leaves: node (1,0) is interior, not on the frontier
-  with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(1, 0)); });
+  populate(w, 4);  // 9 leaves: frontier (3,0) and leaf 8; (2,0) lies below (3,0)
+  with_raw_db(w.path(), [](rocksdb::DB& db) {
+    std::string n = raw_get(db, store::tree_key(2, 0));
+    n[0] = static_cast<char>(n[0] ^ 1);
+    raw_put(db, store::tree_key(2, 0), n);
+  });
   w.l = open_ledger(w.path());
-  CHECK_FALSE(w.l->inclusion_proof(2, 5).is_ok());
+  auto journal = w.l->journal(0, 9);
+  REQUIRE(journal.is_ok());
+  auto proof = w.l->inclusion_proof(5, 9);
+  REQUIRE(proof.is_ok());
+  bool proof_ok = merkle::verify_inclusion((*journal)[5].leaf_hash, 5, 9, *proof, w.l->head().root);
   Status s = w.l->check(/*full=*/true);
+  // A store that serves a bad proof must not pass its own full check.
+  CHECK_MESSAGE((proof_ok || !s.is_ok()), s.to_string());
   CHECK(s.code() == "corruption");
 }
 
-// BUG: Ledger::open treats a store without the genesis record as new and
-// writes a fresh (empty) meta record before checking anything, so opening a
-// populated store whose genesis record was lost overwrites its meta record.
-TEST_CASE("open refuses a populated store whose genesis record is missing, without writing to it" *
-          doctest::may_fail()) {
+// A populated store that lost its genesis record is corrupt, not new.
+TEST_CASE("open refuses a populated store whose genesis record is missing, without writing to it") {
   World w;
   populate(w);
   std::string meta;
