@@ -137,31 +137,87 @@ std::string jcs(const Json& value) {
   return out;
 }
 
+namespace {
+
+// Where the parser is, as "body.amount" or "signatures[0].sig", so that
+// errors found while parsing name the field like decode errors do.
+class JsonPath {
+ public:
+  void push(bool array) { frames_.push_back(Frame{array, "", 0}); }
+  void pop() {
+    if (!frames_.empty()) frames_.pop_back();
+    advance();
+  }
+  void key(const std::string& k) {
+    if (!frames_.empty()) frames_.back().key = k;
+  }
+  void advance() {  // a value of the current array is complete
+    if (!frames_.empty() && frames_.back().array) ++frames_.back().index;
+  }
+  std::string str() const {
+    std::string out;
+    for (const auto& f : frames_) {
+      if (f.array) out += "[" + std::to_string(f.index) + "]";
+      else if (!f.key.empty()) out += (out.empty() ? "" : ".") + f.key;
+    }
+    return out;
+  }
+  std::string prefix() const {
+    std::string p = str();
+    return p.empty() ? "" : p + ": ";
+  }
+
+ private:
+  struct Frame {
+    bool array;
+    std::string key;
+    size_t index;
+  };
+  std::vector<Frame> frames_;
+};
+
+}  // namespace
+
 Result<Json> parse_json_strict(std::string_view text) {
+  // nlohmann's lexer stops at a NUL byte; a raw NUL is never valid JSON.
+  if (text.find('\0') != std::string_view::npos) return Status::error("malformed", "invalid JSON: NUL byte in input");
   std::string error;
   std::vector<std::set<std::string>> keys;  // one set per open object
+  JsonPath path;
   auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
     if (!error.empty()) return false;
-    if (depth > kJsonDepthMax) {
-      error = "nesting deeper than " + std::to_string(kJsonDepthMax);
-      return false;
-    }
     switch (event) {
-      case Json::parse_event_t::object_start: keys.emplace_back(); break;
-      case Json::parse_event_t::object_end: if (!keys.empty()) keys.pop_back(); break;
-      case Json::parse_event_t::key:
-        if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second) {
-          error = "duplicate key \"" + parsed.get<std::string>() + "\"";
+      case Json::parse_event_t::object_start:
+      case Json::parse_event_t::array_start:
+        // A container's start is reported at its parent's depth.
+        if (depth >= kJsonDepthMax) {
+          error = path.prefix() + "nesting deeper than " + std::to_string(kJsonDepthMax);
           return false;
         }
+        if (event == Json::parse_event_t::object_start) keys.emplace_back();
+        path.push(event == Json::parse_event_t::array_start);
+        break;
+      case Json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back();
+        path.pop();
+        break;
+      case Json::parse_event_t::array_end:
+        path.pop();
+        break;
+      case Json::parse_event_t::key:
+        if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second) {
+          error = path.prefix() + "duplicate key \"" + parsed.get<std::string>() + "\"";
+          return false;
+        }
+        path.key(parsed.get<std::string>());
         break;
       case Json::parse_event_t::value:
         if (parsed.is_number_float()) {
-          error = "numbers must be integers within 64 bits";
+          error = path.prefix() + "numbers must be integers within 64 bits";
           return false;
         }
+        path.advance();
         break;
-      default: break;
     }
     return true;
   };
@@ -174,7 +230,7 @@ Result<Json> parse_json_strict(std::string_view text) {
       std::string what = e.what();
       // Strip nlohmann's "[json.exception.parse_error.101] " prefix.
       auto pos = what.find("] ");
-      error = "invalid JSON: " + (pos == std::string::npos ? what : what.substr(pos + 2));
+      error = path.prefix() + "invalid JSON: " + (pos == std::string::npos ? what : what.substr(pos + 2));
     }
   }
   if (!error.empty()) return Status::error("malformed", error);

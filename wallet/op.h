@@ -107,6 +107,22 @@ Envelope sign_envelope(const OpBody& body, const std::vector<const KeyPair*>& ke
 // Checks every signature on "env".  Returns kOk or kBadSignature.
 Code verify_envelope(const Envelope& env);
 
+// Hash for unordered containers keyed by ids (never iterated where order shows).
+struct Id128Hash {
+  size_t operator()(const Id128& id) const {
+    uint64_t a = 0, b = 0;
+    for (int i = 0; i < 8; ++i) {
+      a = (a << 8) | id[i];
+      b = (b << 8) | id[8 + i];
+    }
+    uint64_t x = a ^ (b * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    return static_cast<size_t>(x);
+  }
+};
+
 // Hex and parsing helpers for 128-bit ids.
 std::string id_hex(const Id128& id);
 std::optional<Id128> id_from_hex(std::string_view hex);
