@@ -7,6 +7,8 @@ namespace cl::cli {
 
 // `wallet new`, `sign`.
 void register_wallet_commands(CLI::App& app);
+// `node`, `submit`.
+void register_node_commands(CLI::App& app);
 // `bench apply`.
 void register_bench_commands(CLI::App& app);
 

@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   CLI::App app{"cityledger: a replicated, append-only ledger for a city's digital-ruble wallets"};
   app.require_subcommand(1);
   cl::cli::register_wallet_commands(app);
+  cl::cli::register_node_commands(app);
   cl::cli::register_bench_commands(app);
   try {
     app.parse(argc, argv);

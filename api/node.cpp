@@ -1,0 +1,498 @@
+#include "api/node.h"
+
+#include <charconv>
+#include <filesystem>
+#include <map>
+
+#include "api/log.h"
+#include "common/hex.h"
+#include "ledger/merkle.h"
+#include "wallet/jcs.h"
+
+namespace cl::api {
+namespace {
+
+using Query = std::map<std::string, std::string, std::less<>>;
+
+constexpr std::string_view kCheckpointPrefix = "cityledger/checkpoint/v1\n";
+constexpr uint64_t kPageDefault = 100;
+constexpr uint64_t kNdjsonPageMax = 100000;
+
+uint64_t wall_clock_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+std::string title_of(std::string_view code) {
+  std::string t(code);
+  for (char& c : t) if (c == '_') c = ' ';
+  if (!t.empty()) t[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(t[0])));
+  return t;
+}
+
+Response problem(const Request& req, int status, std::string_view code, const std::string& detail) {
+  Response r = problem_response(status, std::string(code), title_of(code), detail, req.version(), req.keep_alive());
+  if (status == 429 || status == 503) r.set(http::field::retry_after, "1");
+  return r;
+}
+
+Response problem_for(const Request& req, Code code, const std::string& detail) {
+  return problem(req, code_http_status(code), code_name(code), detail);
+}
+
+Response json_text_response(const Request& req, int status, std::string body,
+                            std::string_view content_type = "application/json") {
+  Response res{static_cast<http::status>(status), req.version()};
+  res.set(http::field::content_type, std::string(content_type));
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response json_response(const Request& req, int status, const Json& j) { return json_text_response(req, status, j.dump()); }
+
+Query parse_query(std::string_view q) {
+  Query out;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    std::string_view part = q.substr(0, amp);
+    auto eq = part.find('=');
+    out.emplace(std::string(part.substr(0, eq)), eq == std::string_view::npos ? "" : std::string(part.substr(eq + 1)));
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+// Reads an optional non-negative integer parameter; false if present but not one.
+bool query_u64(const Query& q, std::string_view name, std::optional<uint64_t>* out) {
+  auto it = q.find(name);
+  if (it == q.end()) return true;
+  const std::string& v = it->second;
+  uint64_t x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size()) return false;
+  *out = x;
+  return true;
+}
+
+bool is_json_content(const Request& req) {
+  auto ct = req[http::field::content_type];
+  std::string media(ct.data(), ct.size());
+  media = media.substr(0, media.find(';'));
+  while (!media.empty() && media.back() == ' ') media.pop_back();
+  return boost::beast::iequals(boost::beast::string_view(media), "application/json");
+}
+
+Json receipt_json(const Receipt& r) {
+  return {{"id", id_hex(r.id)}, {"result", "ok"},          {"index", r.index},
+          {"time", r.time},     {"leaf_hash", to_hex(r.leaf_hash)}, {"replay", r.replay}};
+}
+
+// {"index","leaf_hash","op","time"} built from the entry's canonical bytes
+// without re-parsing: bytes are {"index":N,"op":OP,"time":T}.
+std::string entry_json(const JournalEntry& e) {
+  std::string_view b = e.bytes;
+  auto op_start = b.find(",\"op\":") + 6;
+  auto op_end = b.rfind(",\"time\":");
+  std::string out;
+  out.reserve(b.size() + 100);
+  out += "{\"index\":" + std::to_string(e.index) + ",\"leaf_hash\":\"" + to_hex(e.leaf_hash) + "\",\"op\":";
+  out.append(b.substr(op_start, op_end - op_start));
+  out += ",\"time\":" + std::to_string(e.time) + "}";
+  return out;
+}
+
+std::string entries_page(const std::vector<JournalEntry>& entries, uint64_t next) {
+  std::string out = "{\"entries\":[";
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i) out += ',';
+    out += entry_json(entries[i]);
+  }
+  out += "],\"next\":" + std::to_string(next) + "}";
+  return out;
+}
+
+Json wallet_json(const WalletId& id, const WalletState& w) {
+  Json j = {{"id", id_hex(id)},
+            {"kind", std::string(wallet_kind_name(w.kind))},
+            {"status", w.status == WalletStatus::kFrozen ? "frozen" : "active"},
+            {"key", hex_encode(w.key)},
+            {"balance", w.balance}};
+  j["max_balance"] = w.max_balance ? Json(*w.max_balance) : Json(nullptr);
+  return j;
+}
+
+Response storage_error(const Request& req, const Status& s) {
+  log_event(LogLevel::kError, "storage_error", {{"error", s.to_string()}});
+  return problem(req, 503, "unavailable", s.to_string());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
+  auto genesis = Genesis::read_file(config.genesis);
+  if (!genesis) return genesis.status();
+  auto key = read_key_file(config.key_file);
+  if (!key) return key.status();
+  bool listed = false;
+  for (const auto& n : genesis->nodes) {
+    if (n.id != config.node_id) continue;
+    listed = true;
+    if (n.key != key->public_key)
+      return Status::error("invalid", "node key " + config.key_file + " is not node " + std::to_string(config.node_id) +
+                                          "'s key in genesis " + config.genesis);
+  }
+  if (!listed) return Status::error("invalid", "node " + std::to_string(config.node_id) + " is not in genesis nodes");
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) return Status::error("io", "cannot create data dir " + config.data_dir + ": " + ec.message());
+  auto ledger = Ledger::open(config.data_dir + "/ledger", *genesis, LedgerOptions{});
+  if (!ledger) return ledger.status();
+  return std::unique_ptr<Node>(new Node(config, std::move(*genesis), *key, std::move(*ledger)));
+}
+
+Node::Node(NodeConfig config, Genesis genesis, KeyPair node_key, std::unique_ptr<Ledger> ledger)
+    : config_(std::move(config)), genesis_(std::move(genesis)), node_key_(node_key), ledger_(std::move(ledger)) {}
+
+Node::~Node() { stop(); }
+
+Status Node::start() {
+  started_ = std::chrono::steady_clock::now();
+  committer_ = std::make_unique<LocalCommitter>(ledger_.get());
+  PipelineOptions po;
+  po.verify_threads = config_.limits.verify_threads;
+  po.batch_ops_max = config_.limits.batch_ops_max;
+  po.queue_ops_max = config_.limits.queue_ops_max;
+  po.batch_wait_us = config_.limits.batch_wait_us;
+  pipeline_ = std::make_unique<Pipeline>(committer_.get(), wall_clock_ms, &metrics_, po);
+  ServerOptions so;
+  so.listen = config_.api;
+  so.io_threads = config_.limits.io_threads;
+  so.body_bytes_max = config_.limits.body_bytes_max;
+  so.connections_max = config_.limits.connections_max;
+  so.request_timeout_ms = config_.limits.request_timeout_ms;
+  so.idle_timeout_ms = config_.limits.idle_timeout_ms;
+  server_ = std::make_unique<HttpServer>(so, [this](Request&& req, Respond respond) { handle(std::move(req), std::move(respond)); },
+                                         &metrics_);
+  Status s = server_->start();
+  if (!s) return s;
+  ready_ = true;
+  auto head = ledger_->head();
+  log_event(LogLevel::kInfo, "node_started",
+            {{"node", std::to_string(config_.node_id)}, {"api", config_.api.host + ":" + std::to_string(server_->port())},
+             {"chain", genesis_.chain}, {"journal_size", std::to_string(head.size)}, {"root", to_hex(head.root)}});
+  return Status::ok();
+}
+
+void Node::stop() {
+  if (stopped_.exchange(true)) return;
+  ready_ = false;
+  if (server_) server_->stop_accepting();
+  if (pipeline_) pipeline_->stop();  // every admitted op is committed and answered
+  if (server_) server_->stop(/*grace_ms=*/2000);
+  auto head = ledger_->head();
+  log_event(LogLevel::kInfo, "node_stopped", {{"journal_size", std::to_string(head.size)}, {"root", to_hex(head.root)}});
+}
+
+void Node::handle(Request&& req, Respond respond) {
+  std::string_view target(req.target().data(), req.target().size());
+  auto qpos = target.find('?');
+  std::string_view path = target.substr(0, qpos);
+  std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
+  auto method = req.method();
+  auto only = [&](http::verb v) {
+    if (method == v) return true;
+    Response r = problem(req, 405, "method_not_allowed", std::string(req.method_string().data(), req.method_string().size()) + " is not allowed on " + std::string(path));
+    r.set(http::field::allow, v == http::verb::get ? "GET" : "POST");
+    respond(std::move(r));
+    return false;
+  };
+  constexpr std::string_view kWallets = "/v1/wallets/";
+  constexpr std::string_view kOps = "/v1/ops/";
+  if (path == "/v1/ops") {
+    if (only(http::verb::post)) post_op(std::move(req), std::move(respond));
+  } else if (path == "/v1/ops/batch") {
+    if (only(http::verb::post)) post_batch(std::move(req), std::move(respond));
+  } else if (path.starts_with(kOps) && path.find('/', kOps.size()) == std::string_view::npos) {
+    if (only(http::verb::get)) respond(get_op(req, path.substr(kOps.size())));
+  } else if (path.starts_with(kWallets)) {
+    std::string_view rest = path.substr(kWallets.size());
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      if (only(http::verb::get)) respond(get_wallet(req, rest));
+    } else if (rest.substr(slash) == "/entries") {
+      if (only(http::verb::get)) respond(get_wallet_entries(req, rest.substr(0, slash), query));
+    } else {
+      respond(problem(req, 404, "not_found", "no route " + std::string(path)));
+    }
+  } else if (path == "/v1/journal") {
+    if (only(http::verb::get)) respond(get_journal(req, query));
+  } else if (path == "/v1/checkpoint") {
+    if (only(http::verb::get)) respond(get_checkpoint(req));
+  } else if (path == "/v1/proof/inclusion") {
+    if (only(http::verb::get)) respond(get_inclusion(req, query));
+  } else if (path == "/v1/proof/consistency") {
+    if (only(http::verb::get)) respond(get_consistency(req, query));
+  } else if (path == "/v1/supply") {
+    if (only(http::verb::get)) respond(get_supply(req));
+  } else if (path == "/v1/cluster") {
+    if (only(http::verb::get)) respond(get_cluster(req));
+  } else if (path == "/healthz") {
+    if (only(http::verb::get)) respond(json_response(req, 200, {{"status", "ok"}}));
+  } else if (path == "/readyz") {
+    if (!only(http::verb::get)) return;
+    if (ready_) respond(json_response(req, 200, {{"status", "ready"}}));
+    else respond(problem(req, 503, "not_ready", "the node is starting or stopping"));
+  } else if (path == "/metrics") {
+    if (only(http::verb::get)) respond(get_metrics(req));
+  } else {
+    respond(problem(req, 404, "not_found", "no route " + std::string(path)));
+  }
+}
+
+void Node::post_op(Request&& req, Respond respond) {
+  if (!is_json_content(req))
+    return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
+  Rejection rejection;
+  auto env = decode_envelope(req.body(), &rejection);
+  if (!env) return respond(problem_for(req, rejection.code, rejection.detail));
+  if (env->body.chain != genesis_.chain)
+    return respond(problem_for(req, Code::kWrongChain, "body.chain is \"" + env->body.chain + "\"; this node serves \"" + genesis_.chain + "\""));
+  unsigned version = req.version();
+  bool keep_alive = req.keep_alive();
+  std::vector<Envelope> ops;
+  ops.push_back(std::move(*env));
+  bool admitted = pipeline_->submit(std::move(ops), [respond, version, keep_alive](std::vector<OpOutcome> outcomes, Status s) {
+    Request shape{http::verb::post, "/", version};
+    shape.keep_alive(keep_alive);
+    if (!s) return respond(problem(shape, 503, "unavailable", "not committed: " + s.to_string() + "; retry with the same op id"));
+    const OpOutcome& o = outcomes.at(0);
+    if (o.code != Code::kOk) return respond(problem_for(shape, o.code, o.detail));
+    respond(json_response(shape, 200, receipt_json(o.receipt)));
+  });
+  if (!admitted) {
+    metrics_.count_overload();
+    respond(problem(req, 429, "overloaded", "the write queue is full; retry later"));
+  }
+}
+
+void Node::post_batch(Request&& req, Respond respond) {
+  if (!is_json_content(req))
+    return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
+  auto doc = parse_json_strict(req.body());
+  if (!doc) return respond(problem(req, 400, "malformed", doc.status().message()));
+  const Json* list = &*doc;
+  if (doc->is_object()) {
+    if (doc->size() != 1 || !doc->contains("ops"))
+      return respond(problem(req, 400, "malformed", "batch body must be a JSON array of envelopes or {\"ops\": [...]}"));
+    list = &(*doc)["ops"];
+  }
+  if (!list->is_array()) return respond(problem(req, 400, "malformed", "batch body must be a JSON array of envelopes"));
+  if (list->size() > config_.limits.batch_ops_max)
+    return respond(problem(req, 413, "too_large", "a batch holds at most " + std::to_string(config_.limits.batch_ops_max) + " ops"));
+  auto results = std::make_shared<std::vector<Json>>(list->size());
+  std::vector<Envelope> ops;
+  std::vector<size_t> slots;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& item = (*list)[i];
+    Rejection rejection;
+    auto env = decode_envelope_json(item, &rejection);
+    if (env && env->body.chain != genesis_.chain) {
+      rejection = {Code::kWrongChain, "body.chain is \"" + env->body.chain + "\"; this node serves \"" + genesis_.chain + "\""};
+      env.reset();
+    }
+    if (!env) {
+      Json id = nullptr;
+      if (item.is_object() && item.contains("body") && item["body"].is_object() && item["body"].contains("id") &&
+          item["body"]["id"].is_string() && id_from_hex(item["body"]["id"].get<std::string>()))
+        id = item["body"]["id"];
+      (*results)[i] = {{"id", id}, {"result", std::string(code_name(rejection.code))},
+                       {"status", code_http_status(rejection.code)}, {"detail", rejection.detail}};
+      continue;
+    }
+    ops.push_back(std::move(*env));
+    slots.push_back(i);
+  }
+  unsigned version = req.version();
+  bool keep_alive = req.keep_alive();
+  auto finish = [respond, results, version, keep_alive]() {
+    Request shape{http::verb::post, "/", version};
+    shape.keep_alive(keep_alive);
+    Json out = {{"results", Json::array()}};
+    for (auto& r : *results) out["results"].push_back(std::move(r));
+    respond(json_response(shape, 200, out));
+  };
+  if (ops.empty()) return finish();
+  std::vector<OpId> ids;
+  for (const auto& e : ops) ids.push_back(e.body.id);
+  bool admitted = pipeline_->submit(
+      std::move(ops), [respond, results, slots, ids, finish, version, keep_alive](std::vector<OpOutcome> outcomes, Status s) {
+        if (!s) {
+          Request shape{http::verb::post, "/", version};
+          shape.keep_alive(keep_alive);
+          return respond(problem(shape, 503, "unavailable", "not committed: " + s.to_string() + "; retry with the same op ids"));
+        }
+        for (size_t k = 0; k < slots.size(); ++k) {
+          const OpOutcome& o = outcomes[k];
+          if (o.code == Code::kOk) {
+            (*results)[slots[k]] = receipt_json(o.receipt);
+          } else {
+            (*results)[slots[k]] = {{"id", id_hex(ids[k])}, {"result", std::string(code_name(o.code))},
+                                    {"status", code_http_status(o.code)}, {"detail", o.detail}};
+          }
+        }
+        finish();
+      });
+  if (!admitted) {
+    metrics_.count_overload();
+    respond(problem(req, 429, "overloaded", "the write queue is full; retry later"));
+  }
+}
+
+Response Node::get_op(const Request& req, std::string_view id_text) {
+  auto id = id_from_hex(id_text);
+  if (!id) return problem(req, 400, "malformed", "op id must be 32 lowercase hex characters");
+  auto r = ledger_->receipt(*id);
+  if (!r) return storage_error(req, r.status());
+  if (!r->has_value()) return problem(req, 404, "not_found", "no accepted op " + std::string(id_text));
+  return json_response(req, 200, receipt_json(**r));
+}
+
+Response Node::get_wallet(const Request& req, std::string_view id_text) {
+  auto id = id_from_hex(id_text);
+  if (!id) return problem(req, 400, "malformed", "wallet id must be 32 lowercase hex characters");
+  auto w = ledger_->wallet(*id);
+  if (!w) return storage_error(req, w.status());
+  if (!w->has_value()) return problem_for(req, Code::kUnknownWallet, "no wallet " + std::string(id_text));
+  return json_response(req, 200, wallet_json(*id, **w));
+}
+
+Response Node::get_wallet_entries(const Request& req, std::string_view id_text, std::string_view query) {
+  auto id = id_from_hex(id_text);
+  if (!id) return problem(req, 400, "malformed", "wallet id must be 32 lowercase hex characters");
+  Query q = parse_query(query);
+  std::optional<uint64_t> after, limit;
+  if (!query_u64(q, "after", &after) || !query_u64(q, "limit", &limit))
+    return problem(req, 400, "malformed", "after and limit must be non-negative integers");
+  auto w = ledger_->wallet(*id);
+  if (!w) return storage_error(req, w.status());
+  if (!w->has_value()) return problem_for(req, Code::kUnknownWallet, "no wallet " + std::string(id_text));
+  auto entries = ledger_->wallet_entries(*id, after, std::min(limit.value_or(kPageDefault), kReadEntriesMax));
+  if (!entries) return storage_error(req, entries.status());
+  uint64_t next = entries->empty() ? after.value_or(0) : entries->back().index;
+  return json_text_response(req, 200, entries_page(*entries, next));
+}
+
+Response Node::get_journal(const Request& req, std::string_view query) {
+  Query q = parse_query(query);
+  std::optional<uint64_t> from, limit;
+  if (!query_u64(q, "from", &from) || !query_u64(q, "limit", &limit))
+    return problem(req, 400, "malformed", "from and limit must be non-negative integers");
+  auto accept = req[http::field::accept];
+  bool ndjson = std::string_view(accept.data(), accept.size()).find("application/x-ndjson") != std::string_view::npos;
+  uint64_t start = from.value_or(0);
+  if (!ndjson) {
+    auto entries = ledger_->journal(start, std::min(limit.value_or(kPageDefault), kReadEntriesMax));
+    if (!entries) return storage_error(req, entries.status());
+    return json_text_response(req, 200, entries_page(*entries, start + entries->size()));
+  }
+  // NDJSON: one entry per line, up to kNdjsonPageMax per response; the
+  // X-Next header says where the next page starts.
+  uint64_t want = std::min(limit.value_or(kNdjsonPageMax), kNdjsonPageMax);
+  std::string body;
+  uint64_t next = start;
+  while (want > 0) {
+    auto entries = ledger_->journal(next, std::min(want, kReadEntriesMax));
+    if (!entries) return storage_error(req, entries.status());
+    if (entries->empty()) break;
+    for (const auto& e : *entries) {
+      body += entry_json(e);
+      body += '\n';
+    }
+    next += entries->size();
+    want -= entries->size();
+  }
+  Response res = json_text_response(req, 200, std::move(body), "application/x-ndjson");
+  res.set("X-Next", std::to_string(next));
+  return res;
+}
+
+Response Node::get_checkpoint(const Request& req) {
+  auto head = ledger_->head();
+  uint64_t time = 0;
+  if (head.size > 0) {
+    auto last = ledger_->journal(head.size - 1, 1);
+    if (!last) return storage_error(req, last.status());
+    time = last->at(0).time;
+  }
+  Json cp = {{"chain", genesis_.chain}, {"tree_size", head.size}, {"root", to_hex(head.root)}, {"time", time}};
+  std::string message = std::string(kCheckpointPrefix) + jcs(cp);
+  cp["signatures"] = Json::array({{{"node", config_.node_id},
+                                   {"key", hex_encode(node_key_.public_key)},
+                                   {"sig", hex_encode(sign(node_key_, message))}}});
+  return json_response(req, 200, cp);
+}
+
+Response Node::get_inclusion(const Request& req, std::string_view query) {
+  Query q = parse_query(query);
+  std::optional<uint64_t> index, tree_size;
+  if (!query_u64(q, "index", &index) || !query_u64(q, "tree_size", &tree_size) || !index)
+    return problem(req, 400, "malformed", "index (and optional tree_size) must be non-negative integers");
+  uint64_t size = tree_size.value_or(ledger_->head().size);
+  if (size > ledger_->head().size || *index >= size)
+    return problem(req, 404, "not_found", "need index < tree_size ≤ journal size");
+  auto path = ledger_->inclusion_proof(*index, size);
+  auto root = ledger_->root_at(size);
+  auto entry = ledger_->journal(*index, 1);
+  if (!path) return storage_error(req, path.status());
+  if (!root) return storage_error(req, root.status());
+  if (!entry || entry->empty()) return storage_error(req, entry ? Status::error("io", "entry missing") : entry.status());
+  Json p = Json::array();
+  for (const auto& h : *path) p.push_back(to_hex(h));
+  return json_response(req, 200, {{"index", *index}, {"tree_size", size}, {"leaf_hash", to_hex(entry->at(0).leaf_hash)},
+                                  {"root", to_hex(*root)}, {"path", p}});
+}
+
+Response Node::get_consistency(const Request& req, std::string_view query) {
+  Query q = parse_query(query);
+  std::optional<uint64_t> first, second;
+  if (!query_u64(q, "first", &first) || !query_u64(q, "second", &second) || !first || !second)
+    return problem(req, 400, "malformed", "first and second must be non-negative integers");
+  if (*first > *second || *second > ledger_->head().size)
+    return problem(req, 404, "not_found", "need first ≤ second ≤ journal size");
+  auto path = ledger_->consistency_proof(*first, *second);
+  auto r1 = ledger_->root_at(*first);
+  auto r2 = ledger_->root_at(*second);
+  if (!path) return storage_error(req, path.status());
+  if (!r1) return storage_error(req, r1.status());
+  if (!r2) return storage_error(req, r2.status());
+  Json p = Json::array();
+  for (const auto& h : *path) p.push_back(to_hex(h));
+  return json_response(req, 200, {{"first", *first}, {"second", *second}, {"first_root", to_hex(*r1)},
+                                  {"second_root", to_hex(*r2)}, {"path", p}});
+}
+
+Response Node::get_supply(const Request& req) {
+  auto s = ledger_->head().supply;
+  return json_response(req, 200, {{"issued", s.issued}, {"redeemed", s.redeemed}, {"outstanding", s.outstanding()}});
+}
+
+Response Node::get_cluster(const Request& req) {
+  auto head = ledger_->head();
+  Json peers = Json::array();
+  for (const auto& p : config_.peers)
+    peers.push_back({{"id", p.id}, {"api", p.api.to_string()}, {"raft", p.raft.to_string()}});
+  return json_response(req, 200, {{"node", config_.node_id}, {"role", "leader"}, {"term", 1},
+                                  {"leader", config_.node_id}, {"commit_index", head.size},
+                                  {"applied_index", head.size}, {"peers", peers}});
+}
+
+Response Node::get_metrics(const Request& req) {
+  metrics_.set_journal_size(ledger_->head().size);
+  double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  return json_text_response(req, 200, metrics_.render(uptime), "text/plain; version=0.0.4");
+}
+
+}  // namespace cl::api

@@ -1,0 +1,70 @@
+// A cityledger node: the ledger, the write pipeline and the REST API of
+// DESIGN §6, wired together.  (Replication slots in as the pipeline's
+// BatchCommitter; this single-node build commits locally.)
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "api/config.h"
+#include "api/http_server.h"
+#include "api/metrics.h"
+#include "api/pipeline.h"
+#include "ledger/genesis.h"
+#include "ledger/ledger.h"
+#include "wallet/keys.h"
+
+namespace cl::api {
+
+class Node {
+ public:
+  // Loads genesis and the node key, opens (or creates) the ledger in
+  // data_dir.  Refuses with a clear Status on a bad genesis, a node key that
+  // is not this node's key in genesis, a data dir created with another
+  // genesis, or a store that fails its consistency checks.
+  static Result<std::unique_ptr<Node>> open(const NodeConfig& config);
+  ~Node();
+
+  // Starts the pipeline and the HTTP server.
+  Status start();
+  // Graceful stop: refuse new work, finish every admitted op and answer it,
+  // then close.  Idempotent.
+  void stop();
+
+  uint16_t api_port() const { return server_ ? server_->port() : 0; }
+
+  // Routes one request (exposed for in-process tests).
+  void handle(Request&& req, Respond respond);
+
+ private:
+  Node(NodeConfig config, Genesis genesis, KeyPair node_key, std::unique_ptr<Ledger> ledger);
+
+  void post_op(Request&& req, Respond respond);
+  void post_batch(Request&& req, Respond respond);
+  Response get_op(const Request& req, std::string_view id);
+  Response get_wallet(const Request& req, std::string_view id);
+  Response get_wallet_entries(const Request& req, std::string_view id, std::string_view query);
+  Response get_journal(const Request& req, std::string_view query);
+  Response get_checkpoint(const Request& req);
+  Response get_inclusion(const Request& req, std::string_view query);
+  Response get_consistency(const Request& req, std::string_view query);
+  Response get_supply(const Request& req);
+  Response get_cluster(const Request& req);
+  Response get_metrics(const Request& req);
+
+  NodeConfig config_;
+  Genesis genesis_;
+  KeyPair node_key_;
+  std::unique_ptr<Ledger> ledger_;
+  Metrics metrics_;
+  std::unique_ptr<LocalCommitter> committer_;
+  std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<HttpServer> server_;
+  std::chrono::steady_clock::time_point started_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace cl::api

@@ -1,0 +1,119 @@
+// The write path of a node: verify on a worker pool, then group ops into
+// batches that one committer thread makes durable and applies.
+//
+//   submit() ──▶ verify pool (every core) ──▶ batch queue ──▶ committer thread
+//                    │ bad signature                         │ one durable batch
+//                    ▼                                       ▼
+//                 done(outcomes)  ◀──────────────  done(outcomes) per request
+//
+// Every queue is bounded: submit() refuses (the caller answers 429) when the
+// ops admitted but not yet answered would exceed queue_ops_max.  Callbacks
+// run on a pool or committer thread: they must only hand the result off.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "ledger/ledger.h"
+#include "wallet/op.h"
+
+namespace cl::api {
+
+class Metrics;
+
+// Where batches go.  Locally: the ledger's apply.  Replicated: Raft, then apply.
+class BatchCommitter {
+ public:
+  virtual ~BatchCommitter() = default;
+  // Makes "ops" durable at ledger time "time" and returns one outcome per op.
+  // Blocks until done.  A non-ok Status means nothing was committed.
+  virtual Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) = 0;
+  // The ledger time of the last committed batch.
+  virtual uint64_t last_time() const = 0;
+};
+
+// Commits by applying directly to a local ledger (single node).
+class LocalCommitter : public BatchCommitter {
+ public:
+  explicit LocalCommitter(Ledger* ledger) : ledger_(ledger) {}
+  Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override {
+    return ledger_->apply(ops, time);
+  }
+  uint64_t last_time() const override { return ledger_->head().last_time; }
+
+ private:
+  Ledger* ledger_;
+};
+
+struct PipelineOptions {
+  size_t verify_threads = 0;        // 0 = one per core
+  size_t batch_ops_max = kApplyBatchOpsMax;
+  size_t queue_ops_max = 65536;
+  uint64_t batch_wait_us = 0;       // extra wait to fill a batch (0: commit what is queued)
+};
+
+class Pipeline {
+ public:
+  // Called once per submit: one outcome per op, in order, and Status ok;
+  // or a non-ok Status if some op could not be committed (storage or
+  // replication unavailable: answer 503; the ops may be retried by id).
+  using Done = std::function<void(std::vector<OpOutcome>, Status)>;
+  using ClockMs = std::function<uint64_t()>;
+
+  // "committer", "clock_ms" (wall clock in ms, the leader's time source) and
+  // "metrics" (may be null) must outlive the pipeline.
+  Pipeline(BatchCommitter* committer, ClockMs clock_ms, Metrics* metrics, PipelineOptions options);
+  ~Pipeline();  // finishes every admitted op, then stops the threads
+
+  // Admits "ops" (each already decoded and chain-checked) and later calls
+  // done (see Done).  Returns false, without calling
+  // done, if admitting them would exceed queue_ops_max or the pipeline is
+  // stopping.
+  bool submit(std::vector<Envelope> ops, Done done);
+
+  // Stops admitting, finishes what was admitted, joins the threads.
+  void stop();
+
+  size_t queued_ops() const { return queued_ops_.load(); }
+
+ private:
+  struct Request;
+  struct Item {
+    std::shared_ptr<Request> request;
+    size_t slot;
+  };
+  void verify_loop();
+  void commit_loop();
+  void finish_slot(const std::shared_ptr<Request>& r, size_t slot, OpOutcome outcome);
+
+  BatchCommitter* committer_;
+  ClockMs clock_ms_;
+  Metrics* metrics_;
+  PipelineOptions options_;
+  std::atomic<size_t> queued_ops_{0};
+
+  std::mutex verify_mu_;
+  std::condition_variable verify_cv_;
+  std::deque<std::pair<std::shared_ptr<Request>, std::pair<size_t, size_t>>> verify_queue_;  // (request, [begin,end))
+
+  std::mutex batch_mu_;
+  std::condition_variable batch_cv_;
+  std::deque<Item> batch_queue_;
+
+  bool stopping_ = false;  // guarded by verify_mu_ (and batch_mu_ for the committer)
+  bool verify_done_ = false;
+  std::vector<std::thread> verify_threads_;
+  std::thread commit_thread_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace cl::api
