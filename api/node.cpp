@@ -131,6 +131,26 @@ Response storage_error(const Request& req, const Status& s) {
 
 }  // namespace
 
+const std::vector<Route>& Node::routes() {
+  static const std::vector<Route> kRoutes = {
+      {"POST", "/v1/ops"},
+      {"POST", "/v1/ops/batch"},
+      {"GET", "/v1/ops/{id}"},
+      {"GET", "/v1/wallets/{id}"},
+      {"GET", "/v1/wallets/{id}/entries"},
+      {"GET", "/v1/journal"},
+      {"GET", "/v1/checkpoint"},
+      {"GET", "/v1/proof/inclusion"},
+      {"GET", "/v1/proof/consistency"},
+      {"GET", "/v1/supply"},
+      {"GET", "/v1/cluster"},
+      {"GET", "/healthz"},
+      {"GET", "/readyz"},
+      {"GET", "/metrics"},
+  };
+  return kRoutes;
+}
+
 Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
   auto genesis = Genesis::read_file(config.genesis);
   if (!genesis) return genesis.status();

@@ -18,8 +18,18 @@
 
 namespace cl::api {
 
+// One route the node serves: method and OpenAPI-style path template.
+struct Route {
+  const char* method;
+  const char* path;
+};
+
 class Node {
  public:
+  // Every route handle() serves (kept in step with it; api/openapi.yaml
+  // describes exactly these, which a test checks).
+  static const std::vector<Route>& routes();
+
   // Loads genesis and the node key, opens (or creates) the ledger in
   // data_dir.  Refuses with a clear Status on a bad genesis, a node key that
   // is not this node's key in genesis, a data dir created with another
