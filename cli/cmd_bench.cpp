@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "common/hex.h"
 #include "ledger/ledger.h"
@@ -16,11 +17,7 @@
 namespace cl::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using Clock = BenchClock;
 
 struct ApplyBenchOptions {
   uint64_t wallets = 100'000;
@@ -31,48 +28,6 @@ struct ApplyBenchOptions {
   bool sync = true;
   bool json = false;
 };
-
-// Runs fn(i) for i in [0, n) on every core.
-template <typename Fn>
-void parallel_for(size_t n, Fn fn) {
-  size_t threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (size_t t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      for (size_t i = t; i < n; i += threads) fn(i);
-    });
-  }
-  for (auto& th : pool) th.join();
-}
-
-// Single-core Ed25519 verifications per second over ~"seconds".
-double measure_verify_per_sec(double seconds) {
-  KeyPair k = generate_key_pair();
-  std::string msg(200, 'x');
-  SignatureBytes sig = sign(k, msg);
-  uint64_t n = 0;
-  auto t0 = Clock::now();
-  while (true) {
-    for (int i = 0; i < 256; ++i) CL_CHECK(verify(k.public_key, msg, sig));
-    n += 256;
-    if (seconds_since(t0) >= seconds) break;
-  }
-  return static_cast<double>(n) / seconds_since(t0);
-}
-
-Id128 numbered_id(uint64_t n, uint8_t tag) {
-  Id128 id{};
-  id[0] = tag;
-  for (int i = 0; i < 8; ++i) id[15 - i] = static_cast<uint8_t>(n >> (8 * i));
-  return id;
-}
-
-KeyPair seeded_key(uint64_t n) {
-  std::array<uint8_t, 32> seed{};
-  for (int i = 0; i < 8; ++i) seed[i] = static_cast<uint8_t>(n >> (8 * i));
-  seed[31] = 0xBE;
-  return key_pair_from_seed(seed);
-}
 
 // Applies "ops" in chunks of kApplyBatchOpsMax; aborts on any rejection.
 void apply_all(Ledger& ledger, const std::vector<Envelope>& ops, uint64_t* time) {
@@ -230,6 +185,7 @@ void register_bench_commands(CLI::App& app) {
   apply->add_flag("--no-sync", [o](int64_t) { o->sync = false; }, "do not fsync each batch");
   apply->add_flag("--json", o->json, "print one JSON object");
   apply->callback([o] { run_apply_bench(*o); });
+  register_http_bench(*bench);
 }
 
 }  // namespace cl::cli

@@ -9,8 +9,9 @@ namespace cl::cli {
 void register_wallet_commands(CLI::App& app);
 // `node`, `submit`.
 void register_node_commands(CLI::App& app);
-// `bench apply`.
+// `bench apply`, and `bench run` (HTTP load against a running node).
 void register_bench_commands(CLI::App& app);
+void register_http_bench(CLI::App& bench);
 
 // The exit code set by the subcommand that ran (0 unless it failed).
 int exit_code();

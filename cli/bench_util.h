@@ -1,0 +1,47 @@
+// Helpers shared by the benchmark commands.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "wallet/keys.h"
+#include "wallet/op.h"
+
+namespace cl::cli {
+
+using BenchClock = std::chrono::steady_clock;
+
+inline double seconds_since(BenchClock::time_point t0) {
+  return std::chrono::duration<double>(BenchClock::now() - t0).count();
+}
+
+// Runs fn(i) for i in [0, n) on every core.
+template <typename Fn>
+void parallel_for(size_t n, Fn fn) {
+  size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < n; i += threads) fn(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+// Single-core Ed25519 verifications per second, measured over ~"seconds".
+double measure_verify_per_sec(double seconds);
+
+// A 128-bit id from a counter and a tag byte.
+Id128 numbered_id(uint64_t n, uint8_t tag);
+
+// A deterministic key pair numbered n (bench wallets share a pool of keys).
+KeyPair seeded_key(uint64_t n);
+
+// q-quantile (0..1) of sorted values; 0 if empty.
+double quantile(const std::vector<double>& sorted, double q);
+
+}  // namespace cl::cli
