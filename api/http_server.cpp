@@ -2,6 +2,8 @@
 
 #include <boost/beast/core.hpp>
 
+#include <pthread.h>
+
 #include <future>
 
 #include "api/metrics.h"
@@ -177,7 +179,11 @@ Status HttpServer::start() {
   port_ = acceptor_.local_endpoint().port();
   do_accept();
   size_t n = options_.io_threads ? options_.io_threads : std::max(1u, std::thread::hardware_concurrency());
-  for (size_t i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  for (size_t i = 0; i < n; ++i)
+    threads_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "cl-http");
+      ioc_.run();
+    });
   return Status::ok();
 }
 

@@ -16,7 +16,7 @@ using Query = std::map<std::string, std::string, std::less<>>;
 
 constexpr std::string_view kCheckpointPrefix = "cityledger/checkpoint/v1\n";
 constexpr uint64_t kPageDefault = 100;
-constexpr uint64_t kNdjsonPageMax = 100000;
+constexpr uint64_t kNdjsonPageMax = 10000;  // bounds one response to ~10 MB
 
 uint64_t wall_clock_ms() {
   return static_cast<uint64_t>(

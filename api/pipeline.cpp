@@ -1,6 +1,8 @@
 #include "api/pipeline.h"
 
 #include <algorithm>
+#include <pthread.h>
+
 #include <chrono>
 
 #include "api/metrics.h"
@@ -26,8 +28,15 @@ Pipeline::Pipeline(BatchCommitter* committer, ClockMs clock_ms, Metrics* metrics
   CL_CHECK(options_.batch_ops_max >= 1 && options_.batch_ops_max <= kApplyBatchOpsMax);
   size_t threads = options_.verify_threads ? options_.verify_threads : std::max(1u, std::thread::hardware_concurrency());
   if (metrics_) metrics_->set_verify_threads(threads);
-  for (size_t i = 0; i < threads; ++i) verify_threads_.emplace_back([this] { verify_loop(); });
-  commit_thread_ = std::thread([this] { commit_loop(); });
+  for (size_t i = 0; i < threads; ++i)
+    verify_threads_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "cl-verify");
+      verify_loop();
+    });
+  commit_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cl-commit");
+    commit_loop();
+  });
 }
 
 Pipeline::~Pipeline() { stop(); }

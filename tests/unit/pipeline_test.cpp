@@ -1,0 +1,143 @@
+// The write pipeline: verify pool → batcher → committer, with bounded queues.
+#include <doctest/doctest.h>
+
+#include <future>
+
+#include "api/metrics.h"
+#include "api/pipeline.h"
+#include "tests/unit/fixture.h"
+
+using namespace cl;
+using namespace cl::test;
+
+namespace {
+
+// A committer that blocks until released, to fill queues deterministically.
+class GatedCommitter : public api::BatchCommitter {
+ public:
+  explicit GatedCommitter(Ledger* l) : inner_(l) {}
+  Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override {
+    gate_.wait();
+    batches_.push_back(ops.size());
+    return inner_.commit(ops, time);
+  }
+  uint64_t last_time() const override { return inner_.last_time(); }
+  void open() { release_.set_value(); }
+  std::vector<size_t> batches_;
+
+ private:
+  api::LocalCommitter inner_;
+  std::promise<void> release_;
+  std::shared_future<void> gate_ = release_.get_future().share();
+};
+
+struct Submitted {
+  std::promise<std::pair<std::vector<OpOutcome>, Status>> p;
+  std::future<std::pair<std::vector<OpOutcome>, Status>> f = p.get_future();
+  api::Pipeline::Done done() {
+    return [this](std::vector<OpOutcome> o, Status s) { p.set_value({std::move(o), s}); };
+  }
+};
+
+uint64_t fixed_clock() { return 1'800'000'000'000; }
+
+}  // namespace
+
+TEST_CASE("pipeline commits verified ops and reports bad signatures without committing them") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  KeyPair alice = seed_key(0x21);
+  WalletId w = make_id(1, 0x11);
+  api::LocalCommitter committer(l.get());
+  api::Metrics metrics;
+  api::Pipeline p(&committer, fixed_clock, &metrics, api::PipelineOptions{});
+  Envelope bad = f.issue(w, 5);
+  bad.signatures[0].sig[0] ^= 1;
+  Submitted s;
+  REQUIRE(p.submit({f.open_wallet(w, alice), f.issue(w, 100), bad}, s.done()));
+  auto [outcomes, status] = s.f.get();
+  REQUIRE(status.is_ok());
+  REQUIRE(outcomes.size() == 3);
+  CHECK(outcomes[0].code == Code::kOk);
+  CHECK(outcomes[1].code == Code::kOk);
+  CHECK(outcomes[2].code == Code::kBadSignature);
+  CHECK(l->head().size == 2);
+  CHECK(balance(*l, w) == 100);
+  CHECK(metrics.render(1).find("cityledger_ops_total{type=\"issue\",result=\"bad_signature\"} 1") != std::string::npos);
+}
+
+TEST_CASE("pipeline ledger time is the clock, forced strictly above the last batch") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  api::LocalCommitter committer(l.get());
+  api::Pipeline p(&committer, [] { return uint64_t{5}; }, nullptr, api::PipelineOptions{});
+  for (int i = 0; i < 3; ++i) {
+    Submitted s;
+    REQUIRE(p.submit({f.open_wallet(make_id(i, 0x11), seed_key(0x30 + i))}, s.done()));
+    auto [o, st] = s.f.get();
+    REQUIRE(o.at(0).code == Code::kOk);
+    CHECK(o.at(0).receipt.time == static_cast<uint64_t>(5 + i));
+  }
+}
+
+TEST_CASE("pipeline refuses ops beyond queue_ops_max and admits again once answered") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  GatedCommitter committer(l.get());
+  api::PipelineOptions o;
+  o.queue_ops_max = 3;
+  api::Pipeline p(&committer, fixed_clock, nullptr, o);
+  Submitted a, b;
+  REQUIRE(p.submit({f.open_wallet(make_id(1, 0x11), seed_key(0x31)), f.open_wallet(make_id(2, 0x11), seed_key(0x32))},
+                   a.done()));
+  CHECK_FALSE(p.submit({f.issue(make_id(1, 0x11), 1), f.issue(make_id(2, 0x11), 1)}, [](auto, auto) { FAIL("called"); }));
+  REQUIRE(p.submit({f.issue(make_id(1, 0x11), 1)}, b.done()));  // exactly at the limit
+  CHECK(p.queued_ops() == 3);
+  committer.open();
+  CHECK(a.f.get().second.is_ok());
+  CHECK(b.f.get().second.is_ok());
+  CHECK(p.queued_ops() == 0);
+  Submitted c;
+  CHECK(p.submit({f.issue(make_id(2, 0x11), 1)}, c.done()));
+  CHECK(c.f.get().first.at(0).code == Code::kOk);
+}
+
+TEST_CASE("pipeline stop answers every admitted op before returning") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  api::LocalCommitter committer(l.get());
+  api::Pipeline p(&committer, fixed_clock, nullptr, api::PipelineOptions{});
+  std::vector<std::unique_ptr<Submitted>> subs;
+  for (int i = 0; i < 200; ++i) {
+    subs.push_back(std::make_unique<Submitted>());
+    REQUIRE(p.submit({f.open_wallet(make_id(i, 0x12), seed_key(0x40))}, subs.back()->done()));
+  }
+  p.stop();
+  for (auto& s : subs) {
+    REQUIRE(s->f.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+    CHECK(s->f.get().first.at(0).code == Code::kOk);
+  }
+  CHECK(l->head().size == 200);
+  CHECK_FALSE(p.submit({f.open_wallet(make_id(999, 0x12), seed_key(0x40))}, [](auto, auto) {}));
+}
+
+TEST_CASE("pipeline answers 'not committed' for every op when the committer fails") {
+  class Failing : public api::BatchCommitter {
+   public:
+    Result<std::vector<OpOutcome>> commit(std::span<const Envelope>, uint64_t) override {
+      return Status::error("io", "disk on fire");
+    }
+    uint64_t last_time() const override { return 0; }
+  } committer;
+  OpFactory f;
+  api::Pipeline p(&committer, fixed_clock, nullptr, api::PipelineOptions{});
+  Submitted s;
+  REQUIRE(p.submit({f.open_wallet(make_id(1, 0x11), seed_key(0x31))}, s.done()));
+  auto [o, st] = s.f.get();
+  CHECK_FALSE(st.is_ok());
+  CHECK(st.code() == "io");
+}
