@@ -54,16 +54,16 @@ std::optional<uint64_t> entry_time(std::string_view bytes) {
 // node is the hash of the journal entry, read and hashed on demand.
 class Ledger::NodeReaderImpl : public merkle::NodeReader {
  public:
-  explicit NodeReaderImpl(rocksdb::DB* db) : db_(db) {}
+  explicit NodeReaderImpl(const Ledger* ledger) : l_(ledger) {}
   Result<Hash> node(uint32_t level, uint64_t index) const override {
     std::string value;
     if (level == 0) {
-      auto s = db_->Get(rocksdb::ReadOptions(), store::journal_key(index), &value);
+      auto s = l_->get(store::journal_key(index), &value);
       if (s.IsNotFound()) return Status::error("corruption", "journal entry " + std::to_string(index) + " missing");
       if (!s.ok()) return io_error(s, "read journal entry");
       return merkle::leaf_hash(value);
     }
-    auto s = db_->Get(rocksdb::ReadOptions(), store::tree_key(level, index), &value);
+    auto s = l_->get(store::tree_key(level, index), &value);
     if (s.IsNotFound())
       return Status::error("corruption", "missing Merkle node level " + std::to_string(level) + " index " +
                                              std::to_string(index));
@@ -75,7 +75,7 @@ class Ledger::NodeReaderImpl : public merkle::NodeReader {
   }
 
  private:
-  rocksdb::DB* db_;
+  const Ledger* l_;
 };
 
 // One batch being applied: pending writes and the state they imply, so that
@@ -140,12 +140,12 @@ Result<std::optional<Receipt>> Ledger::Applier::existing(const OpId& id, Hash* b
     return std::optional<Receipt>(Receipt{id, it->second.record.index, it->second.record.time, it->second.leaf, true});
   }
   std::string value;
-  auto s = l_->db_->Get(rocksdb::ReadOptions(), store::op_key(id), &value);
+  auto s = l_->get(store::op_key(id), &value);
   if (s.IsNotFound()) return std::optional<Receipt>();
   if (!s.ok()) return io_error(s, "read op record");
   auto rec = store::decode_op_record(value);
   if (!rec) return Status::error("corruption", "op record " + id_hex(id) + " is malformed");
-  NodeReaderImpl reader(l_->db_.get());
+  NodeReaderImpl reader(l_);
   auto leaf = reader.node(0, rec->index);
   if (!leaf) return leaf.status();
   *body_hash = rec->body_hash;
@@ -156,7 +156,7 @@ Result<bool> Ledger::Applier::reference_used(const OpBody& b) {
   std::string key = store::reference_key(b.program, b.reference);
   if (references_.count(key)) return true;
   std::string value;
-  auto s = l_->db_->Get(rocksdb::ReadOptions(), key, &value);
+  auto s = l_->get(key, &value);
   if (s.IsNotFound()) return false;
   if (!s.ok()) return io_error(s, "read payout reference");
   return true;
@@ -325,7 +325,7 @@ Status Ledger::Applier::commit() {
   rocksdb::WriteBatch batch;
   for (size_t i = 0; i < puts_.size(); ++i) {
     CL_CHECK_MSG(i == 0 || puts_[i - 1].first != puts_[i].first, "one key written twice in a batch");
-    batch.Put(puts_[i].first, puts_[i].second);
+    CL_CHECK(batch.Put(l_->family(puts_[i].first), puts_[i].first, puts_[i].second).ok());
   }
   rocksdb::WriteOptions wo;
   wo.sync = l_->options_.sync;
@@ -336,53 +336,81 @@ Status Ledger::Applier::commit() {
 
 // --- Ledger ---
 
-Ledger::Ledger(std::unique_ptr<rocksdb::DB> db, Genesis genesis, LedgerOptions options)
-    : db_(std::move(db)), genesis_(std::move(genesis)), options_(options) {}
+Ledger::Ledger(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families, Genesis genesis,
+               LedgerOptions options)
+    : db_(std::move(db)), families_(std::move(families)), genesis_(std::move(genesis)), options_(options) {
+  CL_CHECK(families_.size() == 2);
+}
 
 Ledger::~Ledger() {
-  if (db_) db_->Close().PermitUncheckedError();
+  if (!db_) return;
+  for (auto* f : families_) db_->DestroyColumnFamilyHandle(f).PermitUncheckedError();
+  db_->Close().PermitUncheckedError();
+}
+
+rocksdb::ColumnFamilyHandle* Ledger::family(std::string_view key) const {
+  return families_[store::in_journal_family(key) ? 1 : 0];
+}
+
+rocksdb::Status Ledger::get(std::string_view key, std::string* value) const {
+  return db_->Get(rocksdb::ReadOptions(), family(key), key, value);
 }
 
 Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genesis& genesis,
                                              const LedgerOptions& options) {
-  rocksdb::Options o;
+  rocksdb::DBOptions o;
   o.create_if_missing = true;
+  o.create_missing_column_families = true;
   o.paranoid_checks = true;
+  o.max_background_jobs = 2;
   if (options.env) o.env = options.env;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   t.whole_key_filtering = true;
-  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
-  o.compression = rocksdb::kNoCompression;
-  // Small memtables: skiplist inserts cost grows with its size, and every
-  // batch inserts thousands of random keys (op ids, wallets).  Measured with
-  // `cityledger bench apply`: 8 MiB is ~20% faster than 64 MiB.
-  o.write_buffer_size = 8 << 20;
-  o.max_write_buffer_number = 4;
-  o.memtable_whole_key_filtering = true;
-  o.memtable_prefix_bloom_size_ratio = 0.05;
-  o.level0_file_num_compaction_trigger = 4;
-  o.max_background_jobs = 2;
+  auto table = std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(t));
+  // State: random keys (op ids, wallets).  Small memtables keep skiplist
+  // inserts cheap (measured with `cityledger bench apply`: 8 MiB is ~20%
+  // faster than 64 MiB); memtable blooms make "is this op id new?" cheap.
+  rocksdb::ColumnFamilyOptions state;
+  state.table_factory = table;
+  state.compression = rocksdb::kNoCompression;
+  state.write_buffer_size = 8 << 20;
+  state.max_write_buffer_number = 4;
+  state.memtable_whole_key_filtering = true;
+  state.memtable_prefix_bloom_size_ratio = 0.05;
+  // Journal and Merkle nodes: append-only, increasing keys; files never
+  // overlap, so compaction moves them instead of rewriting them.
+  rocksdb::ColumnFamilyOptions journal;
+  journal.table_factory = table;
+  journal.compression = rocksdb::kNoCompression;
+  journal.write_buffer_size = 32 << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
+      {rocksdb::kDefaultColumnFamilyName, state}, {std::string(store::kJournalFamily), journal}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(o, dir, &raw);
+  auto s = rocksdb::DB::Open(o, dir, descriptors, &handles, &raw);
   if (!s.ok()) return io_error(s, "open ledger store " + dir);
-  std::unique_ptr<Ledger> l(new Ledger(std::unique_ptr<rocksdb::DB>(raw), genesis, options));
+  std::unique_ptr<Ledger> l(new Ledger(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), genesis, options));
 
   std::string stored;
-  s = l->db_->Get(rocksdb::ReadOptions(), store::kMetaGenesis, &stored);
+  s = l->get(store::kMetaGenesis, &stored);
   if (s.IsNotFound()) {
     // Initialise only a store that is truly empty: a populated store that
     // lost its genesis record is corrupt, and must not be overwritten.
-    std::unique_ptr<rocksdb::Iterator> it(l->db_->NewIterator(rocksdb::ReadOptions()));
-    it->SeekToFirst();
-    if (it->Valid())
+    bool empty = true;
+    for (auto* f : l->families_) {
+      std::unique_ptr<rocksdb::Iterator> it(l->db_->NewIterator(rocksdb::ReadOptions(), f));
+      it->SeekToFirst();
+      if (!it->status().ok()) return io_error(it->status(), "scan ledger store");
+      empty = empty && !it->Valid();
+    }
+    if (!empty)
       return Status::error("corruption", "ledger store " + dir + " has data but no genesis record; refusing to open");
-    if (!it->status().ok()) return io_error(it->status(), "scan ledger store");
     rocksdb::WriteBatch b;
-    b.Put(store::kMetaGenesis, genesis.jcs);
+    CL_CHECK(b.Put(l->family(store::kMetaGenesis), store::kMetaGenesis, genesis.jcs).ok());
     store::MetaState m;
     m.frontier = merkle::Frontier().serialize();
-    b.Put(store::kMetaState, store::encode_meta(m));
+    CL_CHECK(b.Put(l->family(store::kMetaState), store::kMetaState, store::encode_meta(m)).ok());
     rocksdb::WriteOptions wo;
     wo.sync = options.sync;
     s = l->db_->Write(wo, &b);
@@ -400,7 +428,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
 
 Status Ledger::load_and_check() {
   std::string value;
-  auto s = db_->Get(rocksdb::ReadOptions(), store::kMetaState, &value);
+  auto s = get(store::kMetaState, &value);
   if (!s.ok()) return Status::error("corruption", "ledger meta record missing: " + s.ToString());
   auto m = store::decode_meta(value);
   if (!m) return Status::error("corruption", "ledger meta record is malformed");
@@ -415,7 +443,7 @@ Status Ledger::load_and_check() {
 
 Status Ledger::check(bool full) const {
   std::string value;
-  auto s = db_->Get(rocksdb::ReadOptions(), store::kMetaState, &value);
+  auto s = get(store::kMetaState, &value);
   if (!s.ok()) return Status::error("corruption", "ledger meta record missing");
   auto m = store::decode_meta(value);
   if (!m) return Status::error("corruption", "ledger meta record is malformed");
@@ -425,15 +453,15 @@ Status Ledger::check(bool full) const {
   if (m->redeemed > m->issued) return Status::error("corruption", "redeemed exceeds issued");
 
   // The journal is dense: entry size-1 exists and nothing lies beyond it.
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), families_[1]));
   it->Seek(store::journal_key(m->size));
   if (it->Valid() && it->key().size() > 0 && it->key()[0] == store::kJournal)
     return Status::error("corruption", "journal holds entries beyond its recorded size " + std::to_string(m->size));
   if (!it->status().ok()) return io_error(it->status(), "scan journal");
-  NodeReaderImpl reader(db_.get());
+  NodeReaderImpl reader(this);
   if (m->size > 0) {
     std::string last;
-    s = db_->Get(rocksdb::ReadOptions(), store::journal_key(m->size - 1), &last);
+    s = get(store::journal_key(m->size - 1), &last);
     if (!s.ok()) return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " missing");
     // A batch that accepted nothing still advances last_time, so the last
     // entry's time may be older than it, never newer.
@@ -479,6 +507,7 @@ Status Ledger::check(bool full) const {
   if (full || options_.verify_supply_on_open) {
     uint64_t sum = 0;
     std::string prefix(1, store::kWallet);
+    it.reset(db_->NewIterator(rocksdb::ReadOptions(), families_[0]));
     for (it->Seek(prefix); it->Valid() && it->key()[0] == store::kWallet; it->Next()) {
       auto w = store::decode_wallet(it->value().ToStringView());
       if (!w) return Status::error("corruption", "wallet record " + hex_encode(it->key().ToStringView().substr(1)) + " is malformed");
@@ -539,7 +568,7 @@ LedgerHead Ledger::head() const {
 
 Result<std::optional<WalletState>> Ledger::wallet(const WalletId& id) const {
   std::string value;
-  auto s = db_->Get(rocksdb::ReadOptions(), store::wallet_key(id), &value);
+  auto s = get(store::wallet_key(id), &value);
   if (s.IsNotFound()) return std::optional<WalletState>();
   if (!s.ok()) return io_error(s, "read wallet");
   auto w = store::decode_wallet(value);
@@ -549,12 +578,12 @@ Result<std::optional<WalletState>> Ledger::wallet(const WalletId& id) const {
 
 Result<std::optional<Receipt>> Ledger::receipt(const OpId& id) const {
   std::string value;
-  auto s = db_->Get(rocksdb::ReadOptions(), store::op_key(id), &value);
+  auto s = get(store::op_key(id), &value);
   if (s.IsNotFound()) return std::optional<Receipt>();
   if (!s.ok()) return io_error(s, "read op record");
   auto rec = store::decode_op_record(value);
   if (!rec) return Status::error("corruption", "op record " + id_hex(id) + " is malformed");
-  NodeReaderImpl reader(db_.get());
+  NodeReaderImpl reader(this);
   auto leaf = reader.node(0, rec->index);
   if (!leaf) return leaf.status();
   return std::optional<Receipt>(Receipt{id, rec->index, rec->time, *leaf, false});
@@ -566,7 +595,7 @@ Result<std::vector<JournalEntry>> Ledger::journal(uint64_t from, uint64_t limit)
   std::vector<JournalEntry> out;
   if (from >= size) return out;
   uint64_t end = from + std::min(limit, size - from);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), families_[1]));
   uint64_t expect = from;
   for (it->Seek(store::journal_key(from)); expect < end; it->Next(), ++expect) {
     if (!it->Valid() || it->key() != store::journal_key(expect))
@@ -607,19 +636,19 @@ Result<std::vector<JournalEntry>> Ledger::wallet_entries(const WalletId& wallet,
 
 Result<Hash> Ledger::root_at(uint64_t tree_size) const {
   if (tree_size > head().size) return Status::error("invalid", "tree_size beyond the journal");
-  NodeReaderImpl reader(db_.get());
+  NodeReaderImpl reader(this);
   return merkle::root_at(reader, tree_size);
 }
 
 Result<std::vector<Hash>> Ledger::inclusion_proof(uint64_t index, uint64_t tree_size) const {
   if (tree_size > head().size) return Status::error("invalid", "tree_size beyond the journal");
-  NodeReaderImpl reader(db_.get());
+  NodeReaderImpl reader(this);
   return merkle::inclusion_proof(reader, index, tree_size);
 }
 
 Result<std::vector<Hash>> Ledger::consistency_proof(uint64_t first, uint64_t second) const {
   if (second > head().size) return Status::error("invalid", "second beyond the journal");
-  NodeReaderImpl reader(db_.get());
+  NodeReaderImpl reader(this);
   return merkle::consistency_proof(reader, first, second);
 }
 

@@ -24,6 +24,8 @@
 #include "wallet/op.h"
 
 namespace rocksdb {
+class ColumnFamilyHandle;
+class Status;
 class DB;
 class Env;
 }  // namespace rocksdb
@@ -133,11 +135,17 @@ class Ledger {
  private:
   class Applier;
   class NodeReaderImpl;
-  Ledger(std::unique_ptr<rocksdb::DB> db, Genesis genesis, LedgerOptions options);
+  Ledger(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families, Genesis genesis,
+         LedgerOptions options);
   Status load_and_check();
   Result<std::optional<WalletState>> wallet_for_apply(const WalletId& id);
 
+  // Reads one key from the family it lives in (store::in_journal_family).
+  rocksdb::Status get(std::string_view key, std::string* value) const;
+  rocksdb::ColumnFamilyHandle* family(std::string_view key) const;
+
   std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> families_;  // [default, journal]; owned, destroyed before db_
   Genesis genesis_;
   LedgerOptions options_;
   store::MetaState meta_;  // owned by the applier thread

@@ -23,6 +23,14 @@ constexpr char kWallet = 'w';      // w<wallet id:16>             → WalletStat
 constexpr char kWalletEntry = 'x'; // x<wallet id:16><index:8>    → empty
 constexpr char kReference = 'r';   // r<len(program):2><program><reference> → op id
 
+// Column families: the append-only journal and its Merkle nodes live apart
+// from the state, so their sequential keys compact by trivial moves instead
+// of being rewritten with every compaction of the (random-keyed) state.
+constexpr std::string_view kJournalFamily = "journal";
+inline bool in_journal_family(std::string_view key) {
+  return !key.empty() && (key[0] == kJournal || key[0] == kTree);
+}
+
 constexpr std::string_view kMetaGenesis = "mgenesis";
 constexpr std::string_view kMetaState = "mstate";
 

@@ -178,7 +178,10 @@ void check_recovered(const std::string& dir, const ChildRun& run) {
   LedgerHead th = target->head();
   CHECK(th.size == head.size);
   CHECK(th.root == head.root);
-  CHECK(th.last_time == head.last_time);
+  // A replay sees entries only: batches that journaled nothing advanced the
+  // original's last_time but leave no trace, so the replay's may be older.
+  CHECK(th.last_time <= head.last_time);
+  if (head.size > 0) CHECK(th.last_time == l->journal(head.size - 1, 1)->at(0).time);
   CHECK(th.supply.issued == head.supply.issued);
   CHECK(th.supply.redeemed == head.supply.redeemed);
   size_t differing = 0;

@@ -155,30 +155,43 @@ void expect_rejected(World& w, const Envelope& op, Code code) {
   if (!id_known) CHECK_FALSE(w.l->receipt(op.body.id)->has_value());
 }
 
-// Raw access to a closed ledger's RocksDB, for tampering.
-void with_raw_db(const std::string& dir, const std::function<void(rocksdb::DB&)>& fn) {
-  rocksdb::Options o;
-  o.create_if_missing = false;
-  rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(o, dir, &raw);
+
+// The store opened raw (both column families), keys routed to their family.
+struct RawDb {
+  rocksdb::DB* db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> families;
+  rocksdb::ColumnFamilyHandle* family(std::string_view key) const {
+    return families[store::in_journal_family(key) ? 1 : 0];
+  }
+};
+
+void with_raw_db(const std::string& dir, const std::function<void(RawDb&)>& fn) {
+  rocksdb::DBOptions o;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                     {std::string(store::kJournalFamily), {}}};
+  RawDb raw;
+  auto s = rocksdb::DB::Open(o, dir, cfs, &raw.families, &raw.db);
   REQUIRE_MESSAGE(s.ok(), s.ToString());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  fn(*db);
-  REQUIRE(db->Close().ok());
+  fn(raw);
+  for (auto* f : raw.families) REQUIRE(raw.db->DestroyColumnFamilyHandle(f).ok());
+  REQUIRE(raw.db->Close().ok());
+  delete raw.db;
 }
 
-std::string raw_get(rocksdb::DB& db, std::string_view key) {
+std::string raw_get(RawDb& db, std::string_view key) {
   std::string v;
-  auto s = db.Get(rocksdb::ReadOptions(), key, &v);
+  auto s = db.db->Get(rocksdb::ReadOptions(), db.family(key), key, &v);
   REQUIRE_MESSAGE(s.ok(), s.ToString());
   return v;
 }
 
-void raw_put(rocksdb::DB& db, std::string_view key, std::string_view value) {
-  REQUIRE(db.Put(rocksdb::WriteOptions(), key, value).ok());
+void raw_put(RawDb& db, std::string_view key, std::string_view value) {
+  REQUIRE(db.db->Put(rocksdb::WriteOptions(), db.family(key), key, value).ok());
 }
 
-void raw_delete(rocksdb::DB& db, std::string_view key) { REQUIRE(db.Delete(rocksdb::WriteOptions(), key).ok()); }
+void raw_delete(RawDb& db, std::string_view key) {
+  REQUIRE(db.db->Delete(rocksdb::WriteOptions(), db.family(key), key).ok());
+}
 
 // Opening "dir" must fail with "corruption" and a message containing "words".
 void expect_open_corruption(const std::string& dir, const std::string& words) {
@@ -206,7 +219,7 @@ void populate(World& w, uint64_t extra = 0) {
 }
 
 // Replaces the first "from" in journal entry "index" by "to".
-void edit_entry(rocksdb::DB& db, uint64_t index, const std::string& from, const std::string& to) {
+void edit_entry(RawDb& db, uint64_t index, const std::string& from, const std::string& to) {
   std::string e = raw_get(db, store::journal_key(index));
   auto pos = e.find(from);
   REQUIRE(pos != std::string::npos);
@@ -1124,7 +1137,7 @@ TEST_CASE("a ledger whose last batch accepted no op reopens") {
 TEST_CASE("open detects a journal entry beyond the recorded size") {
   World w;
   populate(w);
-  with_raw_db(w.path(), [](rocksdb::DB& db) {
+  with_raw_db(w.path(), [](RawDb& db) {
     raw_put(db, store::journal_key(5), raw_get(db, store::journal_key(4)));
   });
   expect_open_corruption(w.path(), "beyond its recorded size");
@@ -1134,11 +1147,11 @@ TEST_CASE("open detects altered bytes in the last journal entry, for odd and eve
   World w;
   SUBCASE("5 entries: the last entry is a frontier leaf") {
     populate(w);
-    with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
+    with_raw_db(w.path(), [](RawDb& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
   }
   SUBCASE("6 entries: the last entry is under a stored level-1 node") {
     populate(w, 1);
-    with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 5, "\"amount\":1", "\"amount\":2"); });
+    with_raw_db(w.path(), [](RawDb& db) { edit_entry(db, 5, "\"amount\":1", "\"amount\":2"); });
   }
   expect_open_corruption(w.path(), "journal");
 }
@@ -1146,14 +1159,14 @@ TEST_CASE("open detects altered bytes in the last journal entry, for odd and eve
 TEST_CASE("open detects a missing last journal entry") {
   World w;
   populate(w);
-  with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::journal_key(4)); });
+  with_raw_db(w.path(), [](RawDb& db) { raw_delete(db, store::journal_key(4)); });
   expect_open_corruption(w.path(), "journal entry 4 missing");
 }
 
 TEST_CASE("open detects a wallet balance that breaks Σ balances = issued − redeemed") {
   World w;
   populate(w);
-  with_raw_db(w.path(), [&](rocksdb::DB& db) {
+  with_raw_db(w.path(), [&](RawDb& db) {
     auto st = store::decode_wallet(raw_get(db, store::wallet_key(w.bob)));
     REQUIRE(st.has_value());
     st->balance += 1;
@@ -1167,17 +1180,17 @@ TEST_CASE("open detects a deleted or truncated meta record") {
   populate(w);
   std::string meta;
   SUBCASE("deleted") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::kMetaState); });
+    with_raw_db(w.path(), [](RawDb& db) { raw_delete(db, store::kMetaState); });
     expect_open_corruption(w.path(), "meta record missing");
   }
   SUBCASE("truncated below its fixed fields") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) {
+    with_raw_db(w.path(), [](RawDb& db) {
       raw_put(db, store::kMetaState, raw_get(db, store::kMetaState).substr(0, 20));
     });
     expect_open_corruption(w.path(), "meta record is malformed");
   }
   SUBCASE("truncated inside its frontier") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) {
+    with_raw_db(w.path(), [](RawDb& db) {
       std::string m = raw_get(db, store::kMetaState);
       raw_put(db, store::kMetaState, m.substr(0, m.size() - 1));
     });
@@ -1189,11 +1202,11 @@ TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
   World w;
   populate(w);  // 5 leaves: frontier (2,0) and leaf 4; last pair's node (1,1)
   SUBCASE("the complete subtree node of the first four leaves, deleted") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(2, 0)); });
+    with_raw_db(w.path(), [](RawDb& db) { raw_delete(db, store::tree_key(2, 0)); });
     expect_open_corruption(w.path(), "missing Merkle node level 2 index 0");
   }
   SUBCASE("the complete subtree node of the first four leaves, altered") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) {
+    with_raw_db(w.path(), [](RawDb& db) {
       std::string n = raw_get(db, store::tree_key(2, 0));
       n[0] = static_cast<char>(n[0] ^ 1);
       raw_put(db, store::tree_key(2, 0), n);
@@ -1201,7 +1214,7 @@ TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
     expect_open_corruption(w.path(), "Merkle");
   }
   SUBCASE("the level-1 node over the last full pair, deleted") {
-    with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::tree_key(1, 1)); });
+    with_raw_db(w.path(), [](RawDb& db) { raw_delete(db, store::tree_key(1, 1)); });
     expect_open_corruption(w.path(), "missing Merkle node level 1 index 1");
   }
 }
@@ -1209,7 +1222,7 @@ TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
 TEST_CASE("check(full) detects a tampered middle journal entry that open's cheap check misses") {
   World w;
   populate(w, 4);  // 9 entries; open checks the frontier and the last pair (6, 7)
-  with_raw_db(w.path(), [](rocksdb::DB& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
+  with_raw_db(w.path(), [](RawDb& db) { edit_entry(db, 4, "\"amount\":50", "\"amount\":5"); });
   w.l = open_ledger(w.path());
   CHECK(w.l->check(/*full=*/false).is_ok());
   Status s = w.l->check(/*full=*/true);
@@ -1221,7 +1234,7 @@ TEST_CASE("check(full) detects a tampered middle journal entry that open's cheap
 TEST_CASE("check(full) detects a missing middle journal entry that open's cheap check misses") {
   World w;
   populate(w, 4);
-  with_raw_db(w.path(), [](rocksdb::DB& db) { raw_delete(db, store::journal_key(4)); });
+  with_raw_db(w.path(), [](RawDb& db) { raw_delete(db, store::journal_key(4)); });
   w.l = open_ledger(w.path());
   CHECK_FALSE(w.l->journal(0, 10).is_ok());
   Status s = w.l->check(/*full=*/true);
@@ -1235,7 +1248,7 @@ TEST_CASE("check(full) detects a missing middle journal entry that open's cheap 
 TEST_CASE("check(full) detects an altered interior Merkle node off the frontier") {
   World w;
   populate(w, 4);  // 9 leaves: frontier (3,0) and leaf 8; (2,0) lies below (3,0)
-  with_raw_db(w.path(), [](rocksdb::DB& db) {
+  with_raw_db(w.path(), [](RawDb& db) {
     std::string n = raw_get(db, store::tree_key(2, 0));
     n[0] = static_cast<char>(n[0] ^ 1);
     raw_put(db, store::tree_key(2, 0), n);
@@ -1257,12 +1270,12 @@ TEST_CASE("open refuses a populated store whose genesis record is missing, witho
   World w;
   populate(w);
   std::string meta;
-  with_raw_db(w.path(), [&](rocksdb::DB& db) {
+  with_raw_db(w.path(), [&](RawDb& db) {
     meta = raw_get(db, store::kMetaState);
     raw_delete(db, store::kMetaGenesis);
   });
   expect_open_corruption(w.path(), "");
-  with_raw_db(w.path(), [&](rocksdb::DB& db) { CHECK(raw_get(db, store::kMetaState) == meta); });
+  with_raw_db(w.path(), [&](RawDb& db) { CHECK(raw_get(db, store::kMetaState) == meta); });
 }
 
 // ============================================================== replay ==
