@@ -399,7 +399,9 @@ Response Node::get_wallet_entries(const Request& req, std::string_view id_text, 
   auto w = ledger_->wallet(*id);
   if (!w) return storage_error(req, w.status());
   if (!w->has_value()) return problem_for(req, Code::kUnknownWallet, "no wallet " + std::string(id_text));
-  auto entries = ledger_->wallet_entries(*id, after, std::min(limit.value_or(kPageDefault), kReadEntriesMax));
+  // limit ≥ 1: an existing wallet has at least its open_wallet entry, so an
+  // empty first page never has to name a "before index 0" cursor.
+  auto entries = ledger_->wallet_entries(*id, after, std::clamp<uint64_t>(limit.value_or(kPageDefault), 1, kReadEntriesMax));
   if (!entries) return storage_error(req, entries.status());
   uint64_t next = entries->empty() ? after.value_or(0) : entries->back().index;
   return json_text_response(req, 200, entries_page(*entries, next));

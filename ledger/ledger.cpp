@@ -408,6 +408,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
       return Status::error("corruption", "ledger store " + dir + " has data but no genesis record; refusing to open");
     rocksdb::WriteBatch b;
     CL_CHECK(b.Put(l->family(store::kMetaGenesis), store::kMetaGenesis, genesis.jcs).ok());
+    CL_CHECK(b.Put(l->family(store::kMetaFormat), store::kMetaFormat, store::kStoreFormat).ok());
     store::MetaState m;
     m.frontier = merkle::Frontier().serialize();
     CL_CHECK(b.Put(l->family(store::kMetaState), store::kMetaState, store::encode_meta(m)).ok());
@@ -417,6 +418,10 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
     if (!s.ok()) return io_error(s, "initialise ledger store");
   } else if (!s.ok()) {
     return io_error(s, "read genesis");
+  } else if (std::string format; !l->get(store::kMetaFormat, &format).ok() || format != store::kStoreFormat) {
+    return Status::error("mismatch", "ledger store " + dir + " has format \"" + (format.empty() ? "unknown" : format) +
+                                         "\"; this build reads \"" + std::string(store::kStoreFormat) +
+                                         "\" (move the old data dir away)");
   } else if (stored != genesis.jcs) {
     return Status::error("mismatch", "ledger store " + dir + " was created with a different genesis (chain \"" +
                                          genesis.chain + "\" given); refusing to open");

@@ -5,7 +5,7 @@
 namespace cl::store {
 namespace {
 constexpr uint8_t kWalletFormat = 1;
-constexpr uint8_t kMetaFormat = 1;
+constexpr uint8_t kMetaRecordFormat = 1;
 constexpr size_t kWalletBytes = 1 + 1 + 1 + 32 + 8 + 1 + 8;
 constexpr size_t kOpRecordBytes = 8 + 8 + 32;
 }  // namespace
@@ -103,7 +103,7 @@ std::optional<OpRecord> decode_op_record(std::string_view b) {
 }
 
 std::string encode_meta(const MetaState& m) {
-  std::string out(1, static_cast<char>(kMetaFormat));
+  std::string out(1, static_cast<char>(kMetaRecordFormat));
   put_u64(&out, m.size);
   put_u64(&out, m.last_time);
   put_u64(&out, m.issued);
@@ -113,7 +113,7 @@ std::string encode_meta(const MetaState& m) {
 }
 
 std::optional<MetaState> decode_meta(std::string_view b) {
-  if (b.size() < 33 || static_cast<uint8_t>(b[0]) != kMetaFormat) return std::nullopt;
+  if (b.size() < 33 || static_cast<uint8_t>(b[0]) != kMetaRecordFormat) return std::nullopt;
   MetaState m;
   m.size = get_u64(b.data() + 1);
   m.last_time = get_u64(b.data() + 9);

@@ -32,6 +32,9 @@ inline bool in_journal_family(std::string_view key) {
 }
 
 constexpr std::string_view kMetaGenesis = "mgenesis";
+// The store layout version; a store of another version is refused, never guessed at.
+constexpr std::string_view kMetaFormat = "mformat";
+constexpr std::string_view kStoreFormat = "cityledger-store-2";
 constexpr std::string_view kMetaState = "mstate";
 
 void put_u64(std::string* out, uint64_t v);

@@ -1278,6 +1278,22 @@ TEST_CASE("open refuses a populated store whose genesis record is missing, witho
   with_raw_db(w.path(), [&](RawDb& db) { CHECK(raw_get(db, store::kMetaState) == meta); });
 }
 
+TEST_CASE("open refuses a store of another layout version, naming both versions") {
+  World w;
+  populate(w);
+  w.l.reset();
+  for (std::string format : {std::string(), std::string("cityledger-store-1")}) {
+    with_raw_db(w.path(), [&](RawDb& db) {
+      if (format.empty()) raw_delete(db, store::kMetaFormat);
+      else raw_put(db, store::kMetaFormat, format);
+    });
+    auto l = Ledger::open(w.path(), test_genesis(), LedgerOptions{});
+    REQUIRE_FALSE(l.is_ok());
+    CHECK(l.status().code() == "mismatch");
+    CHECK(l.status().message().find(std::string(store::kStoreFormat)) != std::string::npos);
+  }
+}
+
 // ============================================================== replay ==
 
 TEST_CASE("replaying a ledger's journal into a fresh ledger yields identical state and journal") {
