@@ -129,6 +129,9 @@ Result<NodeConfig> parse_node_config(const std::string& json_text, const std::st
   }
   if (!self) return invalid("peers", "must include this node (node_id " + std::to_string(c.node_id) + ")");
   if (j.contains("limits") && !(s = read_limits(j["limits"], &c.limits))) return s;
+  if (c.limits.queue_ops_max < c.limits.batch_ops_max)
+    return invalid("limits.queue_ops_max", "must be at least limits.batch_ops_max (" +
+                                               std::to_string(c.limits.batch_ops_max) + "), or a full batch could never be admitted");
   if (j.contains("log_level")) {
     static const std::set<std::string> kLevels = {"debug", "info", "warn", "error"};
     if (!j["log_level"].is_string() || !kLevels.count(j["log_level"].get<std::string>()))

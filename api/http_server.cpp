@@ -67,6 +67,24 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
     stream_.expires_after(std::chrono::milliseconds(first_ ? server_->options_.request_timeout_ms
                                                            : server_->options_.idle_timeout_ms));
     first_ = false;
+    // Header first, so that "Expect: 100-continue" (RFC 9110 §10.1.1) can be
+    // answered before the client sends its body.
+    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->on_read(ec);
+      self->stream_.expires_after(std::chrono::milliseconds(self->server_->options_.request_timeout_ms));
+      auto expect = self->parser_->get()[http::field::expect];
+      if (beast::iequals(expect, "100-continue") && !self->parser_->is_done()) {
+        auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+        return net::async_write(self->stream_, net::buffer(*cont), [self, cont](beast::error_code wec, size_t) {
+          if (wec) return self->close();
+          self->read_body();
+        });
+      }
+      self->read_body();
+    });
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
@@ -88,6 +106,7 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
     Request req = parser_->release();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
+    head_ = req.method() == http::verb::head;
     uint64_t generation = ++generation_;
     server_->in_flight_.fetch_add(1);
     counted_ = true;
@@ -130,14 +149,21 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
     if (!server_->accepting_) res.keep_alive(false);  // draining: last answer on this connection
     auto sp = std::make_shared<Response>(std::move(res));
     stream_.expires_after(std::chrono::milliseconds(server_->options_.request_timeout_ms));
-    http::async_write(stream_, *sp, [self = shared_from_this(), sp](beast::error_code ec, size_t) {
+    auto done = [self = shared_from_this(), sp](beast::error_code ec, size_t) {
       if (self->counted_) {
         self->counted_ = false;
         self->server_->in_flight_.fetch_sub(1);
       }
       if (ec || !sp->keep_alive() || !self->server_->accepting_) return self->close();
       self->do_read();
-    });
+    };
+    if (head_) {
+      // HEAD: the GET answer's header (its Content-Length included), no body.
+      auto sr = std::make_shared<http::response_serializer<http::string_body>>(*sp);
+      http::async_write_header(stream_, *sr, [sr, done](beast::error_code ec, size_t n) { done(ec, n); });
+    } else {
+      http::async_write(stream_, *sp, std::move(done));
+    }
   }
 
   void close() {
@@ -158,6 +184,7 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
   bool first_ = true;
   bool answered_ = true;
   bool counted_ = false;  // this session holds one unit of in_flight_
+  bool head_ = false;     // the request being answered is a HEAD
   uint64_t generation_ = 0;
 };
 

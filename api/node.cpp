@@ -218,14 +218,19 @@ void Node::stop() {
 
 void Node::handle(Request&& req, Respond respond) {
   std::string_view target(req.target().data(), req.target().size());
+  // Absolute-form targets (RFC 9112 §3.2.2): route on the path.
+  if (target.starts_with("http://") || target.starts_with("https://")) {
+    auto slash = target.find('/', target.find("//") + 2);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
   auto qpos = target.find('?');
   std::string_view path = target.substr(0, qpos);
   std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
   auto method = req.method();
   auto only = [&](http::verb v) {
-    if (method == v) return true;
+    if (method == v || (v == http::verb::get && method == http::verb::head)) return true;
     Response r = problem(req, 405, "method_not_allowed", std::string(req.method_string().data(), req.method_string().size()) + " is not allowed on " + std::string(path));
-    r.set(http::field::allow, v == http::verb::get ? "GET" : "POST");
+    r.set(http::field::allow, v == http::verb::get ? "GET, HEAD" : "POST");
     respond(std::move(r));
     return false;
   };

@@ -38,9 +38,12 @@ TEST_CASE("a DESIGN §11 config parses, with paths relative to the config's fold
 }
 
 TEST_CASE("limits are optional, range-checked and named in errors") {
-  auto c = cl::api::parse_node_config(config_with(R"(,"limits":{"queue_ops_max":10,"batch_wait_us":0})"), "/x");
+  auto c = cl::api::parse_node_config(
+      config_with(R"(,"limits":{"queue_ops_max":10,"batch_ops_max":10,"batch_wait_us":0})"), "/x");
   REQUIRE(c.is_ok());
   CHECK(c->limits.queue_ops_max == 10);
+  // A queue smaller than one batch could never admit a full batch.
+  CHECK(error_of(config_with(R"(,"limits":{"queue_ops_max":10})")).find("limits.queue_ops_max") != std::string::npos);
   CHECK(error_of(config_with(R"(,"limits":{"batch_ops_max":9000})")).find("limits.batch_ops_max") != std::string::npos);
   CHECK(error_of(config_with(R"(,"limits":{"queue_ops_max":-1})")).find("limits.queue_ops_max") != std::string::npos);
   CHECK(error_of(config_with(R"(,"limits":{"surprise":1})")).find("limits.surprise: unknown field") != std::string::npos);
