@@ -83,8 +83,9 @@ class Ledger::NodeReaderImpl : public merkle::NodeReader {
 // in-memory state until the WriteBatch is durable.
 class Ledger::Applier {
  public:
-  Applier(Ledger* ledger, uint64_t time)
+  Applier(Ledger* ledger, uint64_t time, uint64_t source_index)
       : l_(ledger), time_(time), meta_(ledger->meta_) {
+    if (source_index != 0) meta_.source_index = source_index;
     auto f = merkle::Frontier::deserialize(meta_.frontier);
     CL_CHECK_MSG(f.is_ok(), "in-memory frontier failed to deserialize");
     frontier_ = std::move(*f);
@@ -442,7 +443,7 @@ Status Ledger::load_and_check() {
   if (!st) return st;
   auto f = merkle::Frontier::deserialize(meta_.frontier);
   std::lock_guard<std::mutex> lock(head_mu_);
-  head_ = LedgerHead{meta_.size, meta_.last_time, f->root(), Supply{meta_.issued, meta_.redeemed}};
+  head_ = LedgerHead{meta_.size, meta_.last_time, meta_.source_index, f->root(), Supply{meta_.issued, meta_.redeemed}};
   return Status::ok();
 }
 
@@ -538,14 +539,17 @@ Result<std::optional<WalletState>> Ledger::wallet_for_apply(const WalletId& id) 
   return w;
 }
 
-Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint64_t time) {
+Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint64_t time, uint64_t source_index) {
+  if (source_index != 0 && source_index <= meta_.source_index)
+    return Status::error("invalid", "source index " + std::to_string(source_index) + " must exceed " +
+                                        std::to_string(meta_.source_index));
   if (time <= meta_.last_time || time < 1 || time > kTimeMax)
     return Status::error("invalid", "ledger time " + std::to_string(time) + " must exceed the last batch's " +
                                         std::to_string(meta_.last_time));
   if (ops.size() > kApplyBatchOpsMax)
     return Status::error("invalid", "batch of " + std::to_string(ops.size()) + " ops exceeds " +
                                         std::to_string(kApplyBatchOpsMax));
-  Applier a(this, time);
+  Applier a(this, time, source_index);
   std::vector<OpOutcome> out;
   out.reserve(ops.size());
   for (const Envelope& env : ops) {
@@ -562,7 +566,8 @@ Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint
     wallet_cache_[id] = w;
   }
   std::lock_guard<std::mutex> lock(head_mu_);
-  head_ = LedgerHead{meta_.size, meta_.last_time, a.frontier().root(), Supply{meta_.issued, meta_.redeemed}};
+  head_ = LedgerHead{meta_.size, meta_.last_time, meta_.source_index, a.frontier().root(),
+                     Supply{meta_.issued, meta_.redeemed}};
   return out;
 }
 

@@ -83,6 +83,7 @@ struct Supply {
 struct LedgerHead {
   uint64_t size = 0;
   uint64_t last_time = 0;
+  uint64_t source_index = 0;  // replicated-log index of the last applied batch
   Hash root{};
   Supply supply;
 };
@@ -108,7 +109,12 @@ class Ledger {
   // Status "invalid" with nothing changed: time > head().last_time,
   // 1 ≤ time ≤ kTimeMax, ops.size() ≤ kApplyBatchOpsMax.  Storage failures
   // return Status "io" with nothing changed.  Not thread-safe: one applier.
-  Result<std::vector<OpOutcome>> apply(std::span<const Envelope> ops, uint64_t time);
+  //
+  // "source_index" is the replicated-log index the batch came from (0 when
+  // standalone); it is stored atomically with the batch so that a restarted
+  // replica knows exactly which log entries it has applied.  Non-zero values
+  // must increase ("invalid" otherwise).
+  Result<std::vector<OpOutcome>> apply(std::span<const Envelope> ops, uint64_t time, uint64_t source_index = 0);
 
   // --- Reads: thread-safe, may run concurrently with apply(). ---
 

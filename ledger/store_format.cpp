@@ -5,7 +5,7 @@
 namespace cl::store {
 namespace {
 constexpr uint8_t kWalletFormat = 1;
-constexpr uint8_t kMetaRecordFormat = 1;
+constexpr uint8_t kMetaRecordFormat = 2;
 constexpr size_t kWalletBytes = 1 + 1 + 1 + 32 + 8 + 1 + 8;
 constexpr size_t kOpRecordBytes = 8 + 8 + 32;
 }  // namespace
@@ -108,18 +108,20 @@ std::string encode_meta(const MetaState& m) {
   put_u64(&out, m.last_time);
   put_u64(&out, m.issued);
   put_u64(&out, m.redeemed);
+  put_u64(&out, m.source_index);
   out.append(m.frontier);
   return out;
 }
 
 std::optional<MetaState> decode_meta(std::string_view b) {
-  if (b.size() < 33 || static_cast<uint8_t>(b[0]) != kMetaRecordFormat) return std::nullopt;
+  if (b.size() < 41 || static_cast<uint8_t>(b[0]) != kMetaRecordFormat) return std::nullopt;
   MetaState m;
   m.size = get_u64(b.data() + 1);
   m.last_time = get_u64(b.data() + 9);
   m.issued = get_u64(b.data() + 17);
   m.redeemed = get_u64(b.data() + 25);
-  m.frontier = std::string(b.substr(33));
+  m.source_index = get_u64(b.data() + 33);
+  m.frontier = std::string(b.substr(41));
   return m;
 }
 

@@ -73,6 +73,7 @@ std::optional<OpRecord> decode_op_record(std::string_view bytes);
 struct MetaState {
   uint64_t size = 0;       // journal entries = next index
   uint64_t last_time = 0;  // ledger time of the last applied batch
+  uint64_t source_index = 0;  // replicated-log index of the last applied batch (0: standalone)
   uint64_t issued = 0;
   uint64_t redeemed = 0;
   std::string frontier;    // merkle::Frontier::serialize()

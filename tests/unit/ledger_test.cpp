@@ -1322,3 +1322,21 @@ TEST_CASE("replaying a ledger's journal into a fresh ledger yields identical sta
 
 }  // namespace
 }  // namespace cl::test
+
+TEST_CASE("the replicated-log index of the last batch is stored with it and must increase") {
+  TempDir dir;
+  OpFactory f;
+  {
+    auto l = open_ledger(dir.path());
+    CHECK(l->head().source_index == 0);
+    REQUIRE(l->apply({}, 10, /*source_index=*/5).is_ok());
+    CHECK(l->head().source_index == 5);
+    auto again = l->apply({}, 11, 5);
+    REQUIRE_FALSE(again.is_ok());
+    CHECK(again.status().code() == "invalid");
+    REQUIRE(l->apply({f.open_wallet(make_id(1, 0x31), seed_key(0x31))}, 12, 9).is_ok());
+  }
+  auto reopened = open_ledger(dir.path());
+  CHECK(reopened->head().source_index == 9);
+  CHECK(reopened->head().size == 1);
+}
