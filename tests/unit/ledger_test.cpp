@@ -1320,8 +1320,6 @@ TEST_CASE("replaying a ledger's journal into a fresh ledger yields identical sta
   CHECK(target->check(/*full=*/true).is_ok());
 }
 
-}  // namespace
-}  // namespace cl::test
 
 TEST_CASE("the replicated-log index of the last batch is stored with it and must increase") {
   TempDir dir;
@@ -1340,3 +1338,6 @@ TEST_CASE("the replicated-log index of the last batch is stored with it and must
   CHECK(reopened->head().source_index == 9);
   CHECK(reopened->head().size == 1);
 }
+
+}  // namespace
+}  // namespace cl::test
