@@ -1332,7 +1332,8 @@ TEST_CASE("the replicated-log index of the last batch is stored with it and must
     auto again = l->apply({}, 11, 5);
     REQUIRE_FALSE(again.is_ok());
     CHECK(again.status().code() == "invalid");
-    REQUIRE(l->apply({f.open_wallet(make_id(1, 0x31), seed_key(0x31))}, 12, 9).is_ok());
+    std::vector<Envelope> ops = {f.open_wallet(make_id(1, 0x31), seed_key(0x31))};
+    REQUIRE(l->apply(ops, 12, 9).is_ok());
   }
   auto reopened = open_ledger(dir.path());
   CHECK(reopened->head().source_index == 9);
