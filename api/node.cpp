@@ -1,6 +1,7 @@
 #include "api/node.h"
 
 #include <charconv>
+#include <future>
 #include <filesystem>
 #include <map>
 
@@ -180,7 +181,24 @@ Node::~Node() { stop(); }
 
 Status Node::start() {
   started_ = std::chrono::steady_clock::now();
-  committer_ = std::make_unique<LocalCommitter>(ledger_.get());
+  if (replicated()) {
+    state_machine_ = std::make_unique<LedgerStateMachine>(ledger_.get());
+    raft::RaftNodeOptions ro;
+    ro.id = config_.node_id;
+    for (const auto& p : config_.peers) {
+      ro.voters.push_back(p.id);
+      ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
+    }
+    ro.dir = config_.data_dir + "/raft";
+    auto raft = raft::RaftNode::open(ro, state_machine_.get());
+    if (!raft) return raft.status();
+    raft_ = std::move(*raft);
+    Status rs = raft_->start();
+    if (!rs) return rs;
+    committer_ = std::make_unique<RaftCommitter>(raft_.get(), ledger_.get());
+  } else {
+    committer_ = std::make_unique<LocalCommitter>(ledger_.get());
+  }
   PipelineOptions po;
   po.verify_threads = config_.limits.verify_threads;
   po.batch_ops_max = config_.limits.batch_ops_max;
@@ -210,7 +228,15 @@ void Node::stop() {
   if (stopped_.exchange(true)) return;
   ready_ = false;
   if (server_) server_->stop_accepting();
-  if (pipeline_) pipeline_->stop();  // every admitted op is committed and answered
+  if (pipeline_) {
+    // Every admitted op is committed and answered.  If replication cannot
+    // make progress (no quorum), stop Raft after a grace period: its waiting
+    // ops are answered 503 and may be retried by id.
+    auto drained = std::async(std::launch::async, [this] { pipeline_->stop(); });
+    if (raft_ && drained.wait_for(std::chrono::seconds(5)) != std::future_status::ready) raft_->stop();
+    drained.wait();
+  }
+  if (raft_) raft_->stop();
   if (server_) server_->stop(/*grace_ms=*/2000);
   auto head = ledger_->head();
   log_event(LogLevel::kInfo, "node_stopped", {{"journal_size", std::to_string(head.size)}, {"root", to_hex(head.root)}});
@@ -246,7 +272,10 @@ void Node::handle(Request&& req, Respond respond) {
     std::string_view rest = path.substr(kWallets.size());
     auto slash = rest.find('/');
     if (slash == std::string_view::npos) {
-      if (only(http::verb::get)) respond(get_wallet(req, rest));
+      if (!only(http::verb::get)) return;
+      if (raft_ && query.find("stale=true") == std::string_view::npos)
+        return get_wallet_linearizable(std::move(req), std::move(respond), std::string(rest));
+      respond(get_wallet(req, rest));
     } else if (rest.substr(slash) == "/entries") {
       if (only(http::verb::get)) respond(get_wallet_entries(req, rest.substr(0, slash), query));
     } else {
@@ -268,8 +297,11 @@ void Node::handle(Request&& req, Respond respond) {
     if (only(http::verb::get)) respond(json_response(req, 200, {{"status", "ok"}}));
   } else if (path == "/readyz") {
     if (!only(http::verb::get)) return;
-    if (ready_) respond(json_response(req, 200, {{"status", "ready"}}));
-    else respond(problem(req, 503, "not_ready", "the node is starting or stopping"));
+    if (!ready_) return respond(problem(req, 503, "not_ready", "the node is starting or stopping"));
+    // A replica is ready once it knows a leader to take (or forward) writes.
+    if (raft_ && raft_->status().leader == raft::kNoNode)
+      return respond(problem(req, 503, "not_ready", "no leader elected yet"));
+    respond(json_response(req, 200, {{"status", "ready"}}));
   } else if (path == "/metrics") {
     if (only(http::verb::get)) respond(get_metrics(req));
   } else {
@@ -277,7 +309,24 @@ void Node::handle(Request&& req, Respond respond) {
   }
 }
 
+bool Node::redirect_unless_leader(const Request& req, const Respond& respond) {
+  if (!raft_) return false;
+  auto st = raft_->status();
+  if (st.role == raft::Role::kLeader) return false;
+  for (const auto& p : config_.peers) {
+    if (p.id != st.leader) continue;
+    Response r = problem(req, 307, "not_leader", "node " + std::to_string(config_.node_id) +
+                                                     " is a follower; the leader is node " + std::to_string(p.id));
+    r.set(http::field::location, "http://" + p.api.to_string() + std::string(req.target().data(), req.target().size()));
+    respond(std::move(r));
+    return true;
+  }
+  respond(problem(req, 503, "no_leader", "no leader is known yet (election in progress); retry shortly"));
+  return true;
+}
+
 void Node::post_op(Request&& req, Respond respond) {
+  if (redirect_unless_leader(req, respond)) return;
   if (!is_json_content(req))
     return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
   Rejection rejection;
@@ -304,6 +353,7 @@ void Node::post_op(Request&& req, Respond respond) {
 }
 
 void Node::post_batch(Request&& req, Respond respond) {
+  if (redirect_unless_leader(req, respond)) return;
   if (!is_json_content(req))
     return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
   auto doc = parse_json_strict(req.body());
@@ -383,6 +433,17 @@ Response Node::get_op(const Request& req, std::string_view id_text) {
   if (!r) return storage_error(req, r.status());
   if (!r->has_value()) return problem(req, 404, "not_found", "no accepted op " + std::string(id_text));
   return json_response(req, 200, receipt_json(**r));
+}
+
+// DESIGN §6: wallet reads are linearizable on the leader (ReadIndex);
+// followers redirect them, or serve them stale with ?stale=true.
+void Node::get_wallet_linearizable(Request&& req, Respond respond, std::string id) {
+  if (redirect_unless_leader(req, respond)) return;
+  auto shared = std::make_shared<Request>(std::move(req));
+  raft_->read_barrier([this, shared, respond, id](Status s) {
+    if (!s) return respond(problem(*shared, 503, "unavailable", "read barrier failed: " + s.to_string()));
+    respond(get_wallet(*shared, id));
+  });
 }
 
 Response Node::get_wallet(const Request& req, std::string_view id_text) {
@@ -509,11 +570,25 @@ Response Node::get_supply(const Request& req) {
 Response Node::get_cluster(const Request& req) {
   auto head = ledger_->head();
   Json peers = Json::array();
-  for (const auto& p : config_.peers)
-    peers.push_back({{"id", p.id}, {"api", p.api.to_string()}, {"raft", p.raft.to_string()}});
-  return json_response(req, 200, {{"node", config_.node_id}, {"role", "leader"}, {"term", 1},
-                                  {"leader", config_.node_id}, {"commit_index", head.size},
-                                  {"applied_index", head.size}, {"peers", peers}});
+  raft::RaftStatus st;
+  if (raft_) st = raft_->status();
+  for (const auto& p : config_.peers) {
+    Json peer = {{"id", p.id}, {"api", p.api.to_string()}, {"raft", p.raft.to_string()}};
+    auto m = st.match.find(p.id);
+    if (m != st.match.end()) peer["match_index"] = m->second;
+    peers.push_back(peer);
+  }
+  if (!raft_) {
+    return json_response(req, 200, {{"node", config_.node_id}, {"role", "leader"}, {"term", 1},
+                                    {"leader", config_.node_id}, {"commit_index", head.size},
+                                    {"applied_index", head.size}, {"peers", peers}});
+  }
+  const char* role = st.role == raft::Role::kLeader ? "leader"
+                     : (st.role == raft::Role::kCandidate || st.role == raft::Role::kPreCandidate) ? "candidate"
+                                                                                                   : "follower";
+  return json_response(req, 200, {{"node", config_.node_id}, {"role", role}, {"term", st.term},
+                                  {"leader", st.leader == raft::kNoNode ? Json(nullptr) : Json(st.leader)},
+                                  {"commit_index", st.commit}, {"applied_index", st.applied}, {"peers", peers}});
 }
 
 Response Node::get_metrics(const Request& req) {

@@ -12,6 +12,8 @@
 #include "api/http_server.h"
 #include "api/metrics.h"
 #include "api/pipeline.h"
+#include "api/replicated.h"
+#include "consensus/raft_node.h"
 #include "ledger/genesis.h"
 #include "ledger/ledger.h"
 #include "wallet/keys.h"
@@ -69,7 +71,15 @@ class Node {
   KeyPair node_key_;
   std::unique_ptr<Ledger> ledger_;
   Metrics metrics_;
-  std::unique_ptr<LocalCommitter> committer_;
+  bool replicated() const { return config_.peers.size() > 1; }
+  // Writes and linearizable reads on a follower: 307 to the leader, or 503
+  // while no leader is known.  Returns true if it answered.
+  bool redirect_unless_leader(const Request& req, const Respond& respond);
+  void get_wallet_linearizable(Request&& req, Respond respond, std::string id);
+
+  std::unique_ptr<LedgerStateMachine> state_machine_;
+  std::unique_ptr<raft::RaftNode> raft_;
+  std::unique_ptr<BatchCommitter> committer_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<HttpServer> server_;
   std::chrono::steady_clock::time_point started_;

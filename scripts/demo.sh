@@ -55,7 +55,7 @@ rub() {
   printf '%s.%02d ₽' "$(sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<$(($1 / 100)))" $(($1 % 100))
 }
 
-get() { curl -sS --fail-with-body --max-time 10 "$URL$1"; }
+get() { curl -sSL --fail-with-body --max-time 10 "$URL$1"; }
 
 # sign BODY KEYFILE... → the signed envelope
 sign() {

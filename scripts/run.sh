@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The nodes this script runs: one config file per node.
-read -r -a NODE_CONFIGS <<<"${CITYLEDGER_CONFIG:-config/single.json}"
+read -r -a NODE_CONFIGS <<<"${CITYLEDGER_CONFIG:-config/node1.json config/node2.json config/node3.json}"
 DATA=${CITYLEDGER_DATA:-data}
 BUILD=${CITYLEDGER_BUILD:-build}
 REBUILD=${CITYLEDGER_REBUILD:-1}
@@ -239,7 +239,7 @@ submit_signed() {
 ensure_wallet() {
   local name=$1 kind=$2 key=$KEY_DIR/$1.key idfile=$KEY_DIR/$1.id
   [ -f "$key" ] || "$BIN" wallet new --out "$key" >/dev/null
-  if [ -f "$idfile" ] && curl -sf -o /dev/null "$URL/v1/wallets/$(cat "$idfile")"; then
+  if [ -f "$idfile" ] && curl -sfL -o /dev/null "$URL/v1/wallets/$(cat "$idfile")"; then
     return 0
   fi
   local id
@@ -254,7 +254,7 @@ ensure_wallet metro transit
 ensure_wallet agency agency
 METRO=$(cat "$KEY_DIR/metro.id")
 AGENCY=$(cat "$KEY_DIR/agency.id")
-agency_balance=$(curl -sf "$URL/v1/wallets/$AGENCY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')
+agency_balance=$(curl -sfL "$URL/v1/wallets/$AGENCY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')
 if [ "$agency_balance" -lt $AGENCY_FLOOR_KOPECKS ]; then
   submit_signed "{\"chain\":\"$chain\",\"id\":\"$(new_id)\",\"type\":\"issue\",\"to\":\"$AGENCY\",\"amount\":$AGENCY_TOPUP_KOPECKS}" \
     config/demo/issuer.key
@@ -289,8 +289,8 @@ echo '{"chain":"$chain","id":"'$OPID'","type":"fare","from":"$RIDER","to":"$METR
 # the social fund pays a birth benefit; the same (program, reference) is never paid twice
 echo '{"chain":"$chain","id":"'$OPID'","type":"payout","from":"$AGENCY","to":"$RIDER","amount":2460400,"program":"birth-benefit","reference":"$REFERENCE"}' | $CL sign --key $AGENCY_KEY | $CL submit --node $URL
 # the rider's balance, history, and the money supply
-curl -sS --fail-with-body -w '\n' $URL/v1/wallets/$RIDER
-curl -sS --fail-with-body -w '\n' $URL/v1/wallets/$RIDER/entries
+curl -sSL --fail-with-body -w '\n' $URL/v1/wallets/$RIDER
+curl -sSL --fail-with-body -w '\n' $URL/v1/wallets/$RIDER/entries
 curl -sS --fail-with-body -w '\n' $URL/v1/supply
 --- end ---
 

@@ -1,0 +1,58 @@
+// The ledger as a Raft state machine, and the pipeline's committer that
+// goes through Raft.  A Raft entry carries one batch: the leader's ledger
+// time and the ops' canonical envelopes.  Every replica applies committed
+// batches through the same Ledger::apply; the proposer gets the outcomes.
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "api/pipeline.h"
+#include "consensus/raft_node.h"
+#include "ledger/ledger.h"
+
+namespace cl::api {
+
+// Batch entry data: u64 time | u32 n | n × (u32 len | envelope JCS), little-endian.
+std::string encode_batch(uint64_t time, std::span<const Envelope> ops);
+struct DecodedBatch {
+  uint64_t time = 0;
+  std::vector<Envelope> ops;
+};
+// Total over hostile input: nullopt on anything but a well-formed batch of
+// well-formed envelopes.
+std::optional<DecodedBatch> decode_batch(std::string_view data);
+
+class LedgerStateMachine : public raft::StateMachine {
+ public:
+  explicit LedgerStateMachine(Ledger* ledger);
+  // Applies one committed batch.  Ledger time is forced strictly above the
+  // previous batch's (a new leader's clock may lag the old one's); this is
+  // deterministic, so every replica writes the same journal.
+  std::any apply(const raft::Entry& entry) override;
+  void skip(raft::Index index) override;
+  raft::Index applied_index() const override { return applied_.load(); }
+
+ private:
+  Ledger* ledger_;
+  std::atomic<raft::Index> applied_;
+};
+
+class RaftCommitter : public BatchCommitter {
+ public:
+  RaftCommitter(raft::RaftNode* raft, Ledger* ledger) : raft_(raft), ledger_(ledger) {}
+  // Proposes the batch and waits until it is committed and applied here.
+  // Errors: "not_leader", "lost", "stopped", "overloaded".
+  Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override;
+  uint64_t last_time() const override;
+
+ private:
+  raft::RaftNode* raft_;
+  Ledger* ledger_;
+  std::atomic<uint64_t> last_proposed_time_{0};
+};
+
+}  // namespace cl::api

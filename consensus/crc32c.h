@@ -1,0 +1,14 @@
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of
+// iSCSI, ext4 and LevelDB.  Table-driven, no dependencies.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace cl::raft {
+
+// Returns the CRC-32C of `data`, continuing from `crc` (the CRC of the bytes
+// before it; 0 to start).  crc32c("123456789") == 0xE3069283.
+uint32_t crc32c(std::string_view data, uint32_t crc = 0);
+
+}  // namespace cl::raft

@@ -1,0 +1,208 @@
+#include "consensus/raft_node.h"
+
+#include <pthread.h>
+
+#include <chrono>
+
+namespace cl::raft {
+
+RaftNode::RaftNode(RaftNodeOptions options, StateMachine* sm, std::unique_ptr<RaftStorage> storage,
+                   std::unique_ptr<RaftCore> core)
+    : options_(std::move(options)), sm_(sm), storage_(std::move(storage)), core_(std::move(core)) {}
+
+Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateMachine* sm) {
+  auto storage = RaftStorage::open(options.dir);
+  if (!storage) return storage.status();
+  auto restored = (*storage)->load();
+  if (!restored) return restored.status();
+  Index applied = sm->applied_index();
+  Index last = restored->snapshot.index + restored->entries.size();
+  if (applied > last)
+    return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
+                                           " but the raft log ends at " + std::to_string(last));
+  // The state machine is durable up to `applied`; entries after it are
+  // re-applied from the log (never re-applied before it).
+  restored->applied = std::max(applied, restored->snapshot.index);
+  if (restored->hard_state.commit < restored->applied) restored->hard_state.commit = restored->applied;
+  Config cfg;
+  cfg.id = options.id;
+  cfg.voters = options.voters;
+  cfg.election_tick = options.election_tick;
+  cfg.heartbeat_tick = 1;
+  cfg.seed = options.seed ? options.seed : options.id * 0x9E3779B97F4A7C15ull;
+  auto core = RaftCore::open(cfg, std::move(*restored));
+  if (!core) return core.status();
+  return std::unique_ptr<RaftNode>(new RaftNode(std::move(options), sm, std::move(*storage), std::move(*core)));
+}
+
+RaftNode::~RaftNode() { stop(); }
+
+Status RaftNode::start() {
+  auto self = options_.peers.find(options_.id);
+  if (self == options_.peers.end()) return Status::error("invalid", "raft: no address for this node");
+  transport_ = std::make_unique<Transport>(options_.id, self->second, [this](Message m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (inbox_.size() >= options_.inbox_max) return;  // dropped: Raft retries
+    inbox_.push_back(std::move(m));
+    cv_.notify_one();
+  });
+  Status s = transport_->start();
+  if (!s) return s;
+  for (const auto& [id, addr] : options_.peers) transport_->set_peer(id, addr);
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cl-raft");
+    loop();
+  });
+  return Status::ok();
+}
+
+void RaftNode::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (transport_) transport_->stop();
+}
+
+void RaftNode::post(Command c) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back(std::move(c));
+  }
+  cv_.notify_one();
+}
+
+void RaftNode::propose(std::string data, ProposeDone done) {
+  post([this, data = std::move(data), done = std::move(done)]() mutable {
+    auto index = core_->propose(std::move(data));
+    if (!index) return done(index.status(), {});
+    proposals_[*index] = Pending{core_->term(), std::move(done)};
+  });
+}
+
+void RaftNode::read_barrier(Done done) {
+  post([this, done = std::move(done)]() mutable {
+    uint64_t ctx = next_read_ctx_++;
+    Status s = core_->read_index(ctx);
+    if (!s) return done(s);
+    reads_waiting_quorum_[ctx] = std::move(done);
+  });
+}
+
+void RaftNode::transfer_leadership(NodeId to, Done done) {
+  post([this, to, done = std::move(done)] { done(core_->transfer_leadership(to)); });
+}
+
+void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress address, Done done) {
+  post([this, type, node, address, done = std::move(done)]() mutable {
+    if (type == ConfChangeType::kAddNode) transport_->set_peer(node, address);
+    auto index = core_->propose_conf_change(type, node);
+    if (!index) return done(index.status());
+    conf_changes_[*index] = std::move(done);
+  });
+}
+
+RaftStatus RaftNode::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_;
+}
+
+void RaftNode::loop() {
+  using Clock = std::chrono::steady_clock;
+  auto next_tick = Clock::now() + std::chrono::milliseconds(options_.tick_ms);
+  while (true) {
+    std::deque<Message> msgs;
+    std::deque<Command> cmds;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, next_tick, [this] { return stopping_ || !inbox_.empty() || !commands_.empty(); });
+      if (stopping_) break;
+      msgs.swap(inbox_);
+      cmds.swap(commands_);
+    }
+    for (const auto& m : msgs) core_->step(m).to_string();  // invalid messages change nothing
+    for (auto& c : cmds) c();
+    if (Clock::now() >= next_tick) {
+      core_->tick();
+      next_tick += std::chrono::milliseconds(options_.tick_ms);
+      if (next_tick < Clock::now()) next_tick = Clock::now() + std::chrono::milliseconds(options_.tick_ms);
+    }
+    while (core_->has_ready()) handle_ready();
+  }
+  fail_all(Status::error("stopped", "the node is stopping"));
+}
+
+void RaftNode::handle_ready() {
+  Ready rd = core_->ready();
+  // Persist before anything that depends on it leaves this server.
+  Status s = storage_->save(rd);
+  CL_CHECK_MSG(s.is_ok(), s.to_string().c_str());
+  for (const auto& m : rd.messages) transport_->send(m);
+  for (const auto& e : rd.committed_entries) {
+    if (e.index <= sm_->applied_index()) continue;  // already durable in the state machine (restart)
+    std::any result;
+    if (e.type == EntryType::kNormal) result = sm_->apply(e);
+    else sm_->skip(e.index);
+    auto p = proposals_.find(e.index);
+    if (p != proposals_.end()) {
+      // Our proposal is committed only if the entry at its index is still ours.
+      if (p->second.term == e.term) p->second.done(Status::ok(), std::move(result));
+      else p->second.done(Status::error("lost", "leadership changed; the op may be retried by id"), {});
+      proposals_.erase(p);
+    }
+    auto c = conf_changes_.find(e.index);
+    if (c != conf_changes_.end()) {
+      c->second(Status::ok());
+      conf_changes_.erase(c);
+    }
+  }
+  for (const auto& r : rd.read_states) {
+    auto w = reads_waiting_quorum_.find(r.ctx);
+    if (w == reads_waiting_quorum_.end()) continue;
+    reads_waiting_apply_.emplace(r.index, std::move(w->second));
+    reads_waiting_quorum_.erase(w);
+  }
+  while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= sm_->applied_index()) {
+    reads_waiting_apply_.begin()->second(Status::ok());
+    reads_waiting_apply_.erase(reads_waiting_apply_.begin());
+  }
+  core_->advance(rd);
+  // Proposals this node can no longer commit: it is not the leader any more.
+  if (core_->role() != Role::kLeader) {
+    Status lost = Status::error("not_leader", "leadership changed; the op may be retried by id");
+    for (auto& [i, p] : proposals_) p.done(lost, {});
+    proposals_.clear();
+    for (auto& [ctx, d] : reads_waiting_quorum_) d(lost);
+    reads_waiting_quorum_.clear();
+  }
+  RaftStatus st;
+  st.role = core_->role();
+  st.term = core_->term();
+  st.leader = core_->leader();
+  st.commit = core_->commit();
+  st.applied = sm_->applied_index();
+  if (st.role == Role::kLeader) {
+    for (NodeId v : core_->conf().voters) {
+      auto m = core_->match_index(v);
+      if (m) st.match[v] = *m;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  status_ = std::move(st);
+}
+
+void RaftNode::fail_all(const Status& s) {
+  for (auto& [i, p] : proposals_) p.done(s, {});
+  proposals_.clear();
+  for (auto& [c, d] : reads_waiting_quorum_) d(s);
+  reads_waiting_quorum_.clear();
+  for (auto& [i, d] : reads_waiting_apply_) d(s);
+  reads_waiting_apply_.clear();
+  for (auto& [i, d] : conf_changes_) d(s);
+  conf_changes_.clear();
+}
+
+}  // namespace cl::raft

@@ -1,0 +1,119 @@
+// RaftNode: runs a RaftCore for real — one loop thread that ticks it, feeds
+// it peer messages (Transport) and client requests, persists every Ready in
+// one synced write (RaftStorage) BEFORE sending its messages, applies
+// committed entries to the StateMachine and answers the proposers.
+//
+// Consensus stays ignorant of what an entry means: entries are opaque bytes,
+// the StateMachine gives them meaning and returns an opaque result that is
+// handed to whoever proposed the entry.
+#pragma once
+
+#include <any>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <variant>
+
+#include "consensus/raft_core.h"
+#include "consensus/raft_storage.h"
+#include "consensus/transport.h"
+
+namespace cl::raft {
+
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  // Applies a committed kNormal entry; the result goes to its proposer (if
+  // this node proposed it).  Must be deterministic.  A failure here is fatal
+  // (replicas would diverge): implementations CL_CHECK.
+  virtual std::any apply(const Entry& entry) = 0;
+  // Notes that entry `index` (a no-op or configuration change) was applied.
+  virtual void skip(Index index) = 0;
+  // The index of the last applied entry, as durable as the state itself.
+  virtual Index applied_index() const = 0;
+};
+
+struct RaftNodeOptions {
+  NodeId id = kNoNode;
+  std::vector<NodeId> voters;             // bootstrap configuration
+  std::map<NodeId, PeerAddress> peers;    // raft addresses of every voter (self included)
+  std::string dir;                        // raft store directory
+  uint64_t tick_ms = 20;                  // one core tick
+  int election_tick = 10;                 // ticks: election timeout is 10-20 ticks (200-400 ms)
+  uint64_t seed = 0;                      // election timeout randomness
+  size_t inbox_max = 100000;              // queued messages/requests before dropping messages
+};
+
+struct RaftStatus {
+  Role role = Role::kFollower;
+  Term term = 0;
+  NodeId leader = kNoNode;
+  Index commit = 0;
+  Index applied = 0;
+  std::map<NodeId, Index> match;  // leader only
+};
+
+class RaftNode {
+ public:
+  // done(status, result): ok with the StateMachine's result once the entry is
+  // committed AND applied here; "not_leader" / "lost" (superseded by another
+  // leader's entry) / "stopped" otherwise.
+  using ProposeDone = std::function<void(Status, std::any)>;
+  using Done = std::function<void(Status)>;
+
+  static Result<std::unique_ptr<RaftNode>> open(RaftNodeOptions options, StateMachine* sm);
+  ~RaftNode();
+
+  Status start();
+  void stop();
+
+  void propose(std::string data, ProposeDone done);
+  // Linearizable read barrier (ReadIndex): done(ok) once this node (the
+  // leader) confirmed its leadership and applied everything committed before.
+  void read_barrier(Done done);
+  void transfer_leadership(NodeId to, Done done);
+  void change_membership(ConfChangeType type, NodeId node, PeerAddress address, Done done);
+
+  RaftStatus status() const;
+  uint16_t port() const { return transport_ ? transport_->port() : 0; }
+
+ private:
+  RaftNode(RaftNodeOptions options, StateMachine* sm, std::unique_ptr<RaftStorage> storage,
+           std::unique_ptr<RaftCore> core);
+  using Command = std::function<void()>;
+  void post(Command c);
+  void loop();
+  void handle_ready();
+  void fail_all(const Status& s);
+
+  RaftNodeOptions options_;
+  StateMachine* sm_;
+  std::unique_ptr<RaftStorage> storage_;
+  std::unique_ptr<RaftCore> core_;  // loop thread only
+  std::unique_ptr<Transport> transport_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Message> inbox_;       // guarded by mu_
+  std::deque<Command> commands_;    // guarded by mu_
+  bool stopping_ = false;           // guarded by mu_
+  RaftStatus status_;               // guarded by mu_
+  std::thread thread_;
+
+  // Loop thread only.
+  struct Pending {
+    Term term;
+    ProposeDone done;
+  };
+  std::map<Index, Pending> proposals_;
+  uint64_t next_read_ctx_ = 1;
+  std::map<uint64_t, Done> reads_waiting_quorum_;
+  std::multimap<Index, Done> reads_waiting_apply_;
+  std::map<Index, Done> conf_changes_;
+};
+
+}  // namespace cl::raft

@@ -1,0 +1,166 @@
+#include "consensus/raft_storage.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include "consensus/codec.h"
+#include "consensus/crc32c.h"
+
+namespace cl::raft {
+namespace {
+
+constexpr std::string_view kHardStateKey = "h";
+constexpr std::string_view kSnapshotKey = "s";
+constexpr char kEntryPrefix = 'e';
+
+std::string entry_key(Index i) {
+  std::string k(1, kEntryPrefix);
+  for (int s = 56; s >= 0; s -= 8) k.push_back(static_cast<char>((i >> s) & 0xff));
+  return k;
+}
+
+void put_u64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint64_t get_u64(std::string_view b, size_t at) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(b[at + i]);
+  return v;
+}
+void seal(std::string* out) {
+  uint32_t c = crc32c(*out);
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((c >> (8 * i)) & 0xff));
+}
+bool sealed_ok(std::string_view b) {
+  if (b.size() < 4) return false;
+  uint32_t c = 0;
+  for (int i = 3; i >= 0; --i) c = (c << 8) | static_cast<uint8_t>(b[b.size() - 4 + i]);
+  return crc32c(b.substr(0, b.size() - 4)) == c;
+}
+
+Status io(const rocksdb::Status& s, const std::string& what) { return Status::error("io", what + ": " + s.ToString()); }
+
+}  // namespace
+
+std::string encode_hard_state(const HardState& hs) {
+  std::string out;
+  put_u64(&out, hs.term);
+  put_u64(&out, hs.vote);
+  put_u64(&out, hs.commit);
+  seal(&out);
+  return out;
+}
+
+Result<HardState> decode_hard_state(std::string_view b) {
+  if (b.size() != 28 || !sealed_ok(b)) return Status::error("corruption", "raft hard state record is damaged");
+  return HardState{get_u64(b, 0), get_u64(b, 8), get_u64(b, 16)};
+}
+
+std::string encode_snapshot_meta(const SnapshotMeta& m) {
+  std::string out;
+  put_u64(&out, m.index);
+  put_u64(&out, m.term);
+  put_u64(&out, m.conf.voters.size());
+  for (NodeId v : m.conf.voters) put_u64(&out, v);
+  seal(&out);
+  return out;
+}
+
+Result<SnapshotMeta> decode_snapshot_meta(std::string_view b) {
+  if (b.size() < 28 || !sealed_ok(b)) return Status::error("corruption", "raft snapshot record is damaged");
+  SnapshotMeta m;
+  m.index = get_u64(b, 0);
+  m.term = get_u64(b, 8);
+  uint64_t n = get_u64(b, 16);
+  if (n > kMaxVoters || b.size() != 28 + 8 * n) return Status::error("corruption", "raft snapshot record is damaged");
+  for (uint64_t i = 0; i < n; ++i) m.conf.voters.push_back(get_u64(b, 24 + 8 * i));
+  return m;
+}
+
+RaftStorage::RaftStorage(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+RaftStorage::~RaftStorage() {
+  if (db_) db_->Close().PermitUncheckedError();
+}
+
+Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.paranoid_checks = true;
+  o.write_buffer_size = 16 << 20;
+  if (env) o.env = env;
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(o, dir, &raw);
+  if (!s.ok()) return io(s, "open raft store " + dir);
+  return std::unique_ptr<RaftStorage>(new RaftStorage(std::unique_ptr<rocksdb::DB>(raw)));
+}
+
+Result<RestoredState> RaftStorage::load() const {
+  RestoredState r;
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), kHardStateKey, &v);
+  if (s.ok()) {
+    auto hs = decode_hard_state(v);
+    if (!hs) return hs.status();
+    r.hard_state = *hs;
+  } else if (!s.IsNotFound()) {
+    return io(s, "read raft hard state");
+  }
+  s = db_->Get(rocksdb::ReadOptions(), kSnapshotKey, &v);
+  if (s.ok()) {
+    auto m = decode_snapshot_meta(v);
+    if (!m) return m.status();
+    r.snapshot = *m;
+  } else if (!s.IsNotFound()) {
+    return io(s, "read raft snapshot meta");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  Index expect = r.snapshot.index + 1;
+  for (it->Seek(entry_key(expect)); it->Valid() && it->key()[0] == kEntryPrefix; it->Next()) {
+    auto e = decode_entry(it->value().ToStringView());
+    if (!e) return Status::error("corruption", "raft log entry at key index " + std::to_string(expect) + ": " +
+                                                   e.status().message());
+    if (e->index != expect)
+      return Status::error("corruption", "raft log has a gap or misplaced entry: expected index " +
+                                             std::to_string(expect) + ", found " + std::to_string(e->index));
+    r.entries.push_back(std::move(*e));
+    ++expect;
+  }
+  if (!it->status().ok()) return io(it->status(), "scan raft log");
+  if (r.hard_state.commit > r.snapshot.index + r.entries.size())
+    return Status::error("corruption", "raft commit index " + std::to_string(r.hard_state.commit) +
+                                           " is beyond the stored log");
+  return r;
+}
+
+Status RaftStorage::save(const Ready& rd) {
+  if (!rd.snapshot && rd.entries.empty() && !rd.hard_state) return Status::ok();
+  rocksdb::WriteBatch b;
+  const std::string end_key(1, kEntryPrefix + 1);
+  if (rd.snapshot) {
+    CL_CHECK(b.DeleteRange(entry_key(0), end_key).ok());
+    CL_CHECK(b.Put(kSnapshotKey, encode_snapshot_meta(*rd.snapshot)).ok());
+  }
+  if (!rd.entries.empty()) {
+    // A new leader's entries replace any conflicting suffix we stored.
+    CL_CHECK(b.DeleteRange(entry_key(rd.entries.front().index), end_key).ok());
+    for (const auto& e : rd.entries) CL_CHECK(b.Put(entry_key(e.index), encode_entry(e)).ok());
+  }
+  if (rd.hard_state) CL_CHECK(b.Put(kHardStateKey, encode_hard_state(*rd.hard_state)).ok());
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db_->Write(wo, &b);
+  if (!s.ok()) return io(s, "persist raft state");
+  return Status::ok();
+}
+
+Status RaftStorage::compact(const SnapshotMeta& meta) {
+  rocksdb::WriteBatch b;
+  CL_CHECK(b.DeleteRange(entry_key(0), entry_key(meta.index + 1)).ok());
+  CL_CHECK(b.Put(kSnapshotKey, encode_snapshot_meta(meta)).ok());
+  auto s = db_->Write(rocksdb::WriteOptions(), &b);
+  if (!s.ok()) return io(s, "compact raft log");
+  return Status::ok();
+}
+
+}  // namespace cl::raft

@@ -1,0 +1,54 @@
+// Durable Raft state in RocksDB: hard state, snapshot metadata and the log.
+// Each Ready is stored with ONE synced WriteBatch (RaftCore's contract:
+// persist before sending).  Every stored entry carries its own CRC-32C
+// (codec.h) and is verified when read back; a bad record stops start-up.
+//
+// Keys:  "h" → hard state   "s" → snapshot meta   "e" index(8, big-endian) → entry record
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "consensus/raft_core.h"
+
+namespace rocksdb {
+class DB;
+class Env;
+}  // namespace rocksdb
+
+namespace cl::raft {
+
+class RaftStorage {
+ public:
+  // Opens (creating if needed) the store in "dir".  "env" null: the OS.
+  static Result<std::unique_ptr<RaftStorage>> open(const std::string& dir, rocksdb::Env* env = nullptr);
+  ~RaftStorage();
+
+  // What the core needs to restart: hard state, snapshot meta and the entries
+  // after it (checked contiguous, checksums verified).  "applied" is left 0;
+  // the caller sets it from its state machine.  "corruption" on a bad record.
+  Result<RestoredState> load() const;
+
+  // Persists rd.snapshot (dropping the whole log), rd.entries (replacing any
+  // stored entries at or after the first) and rd.hard_state in one synced
+  // write.  Nothing to store: returns at once.
+  Status save(const Ready& rd);
+
+  // Drops stored entries with index ≤ upto (after the application snapshotted
+  // there) and records "meta" as the snapshot.  Not synced: losing it only
+  // keeps a longer log.
+  Status compact(const SnapshotMeta& meta);
+
+ private:
+  explicit RaftStorage(std::unique_ptr<rocksdb::DB> db);
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+// Encodings of the small records (little-endian fields, trailing CRC-32C).
+std::string encode_hard_state(const HardState& hs);
+Result<HardState> decode_hard_state(std::string_view bytes);
+std::string encode_snapshot_meta(const SnapshotMeta& meta);
+Result<SnapshotMeta> decode_snapshot_meta(std::string_view bytes);
+
+}  // namespace cl::raft
