@@ -169,7 +169,12 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return Status::error("io", "cannot create data dir " + config.data_dir + ": " + ec.message());
-  auto ledger = Ledger::open(config.data_dir + "/ledger", *genesis, LedgerOptions{});
+  LedgerOptions lo;
+  // Replicated, the Raft log is synced before anything is acknowledged and
+  // entries after the ledger's stored source index are re-applied on start,
+  // so the ledger's own write need not be synced.
+  lo.sync = config.peers.size() <= 1;
+  auto ledger = Ledger::open(config.data_dir + "/ledger", *genesis, lo);
   if (!ledger) return ledger.status();
   return std::unique_ptr<Node>(new Node(config, std::move(*genesis), *key, std::move(*ledger)));
 }

@@ -128,46 +128,63 @@ void Pipeline::verify_loop() {
 }
 
 void Pipeline::commit_loop() {
-  std::vector<Item> items;
-  std::vector<Envelope> batch;
   while (true) {
-    items.clear();
+    auto items = std::make_shared<std::vector<Item>>();
     {
       std::unique_lock<std::mutex> lock(batch_mu_);
-      batch_cv_.wait(lock, [this] { return verify_done_ || !batch_queue_.empty(); });
-      if (batch_queue_.empty()) return;  // verify threads are done and everything is committed
+      batch_cv_.wait(lock, [this] {
+        return (verify_done_ || !batch_queue_.empty()) && in_flight_ < options_.batches_in_flight_max;
+      });
+      if (batch_queue_.empty()) {
+        // Verify threads are done and everything queued was handed over:
+        // wait for the batches still in flight, then stop.
+        batch_cv_.wait(lock, [this] { return in_flight_ == 0; });
+        return;
+      }
       if (options_.batch_wait_us > 0 && batch_queue_.size() < options_.batch_ops_max && !verify_done_) {
         batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us),
                            [this] { return batch_queue_.size() >= options_.batch_ops_max; });
       }
       size_t n = std::min(batch_queue_.size(), options_.batch_ops_max);
       for (size_t i = 0; i < n; ++i) {
-        items.push_back(std::move(batch_queue_.front()));
+        items->push_back(std::move(batch_queue_.front()));
         batch_queue_.pop_front();
       }
+      ++in_flight_;
     }
-    batch.clear();
-    batch.reserve(items.size());
-    for (const auto& item : items) batch.push_back(item.request->ops[item.slot]);
+    std::vector<Envelope> batch;
+    batch.reserve(items->size());
+    for (const auto& item : *items) batch.push_back(item.request->ops[item.slot]);
     // Ledger time: the leader's clock, forced strictly increasing (DESIGN §3).
     uint64_t time = std::max(clock_ms_(), committer_->last_time() + 1);
     auto t0 = SteadyClock::now();
-    auto outcomes = committer_->commit(batch, time);
-    double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
-    if (metrics_) metrics_->observe_batch(batch.size(), ms);
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (outcomes.is_ok()) {
-        finish_slot(items[i].request, items[i].slot, std::move((*outcomes)[i]));
-      } else {
-        // Nothing was committed: the request fails as a whole and may be
-        // retried with the same op ids.
-        {
-          std::lock_guard<std::mutex> lock(items[i].request->error_mu);
-          items[i].request->error = outcomes.status();
-        }
-        finish_slot(items[i].request, items[i].slot,
-                    OpOutcome{Code::kMalformed, "not committed: " + outcomes.status().to_string(), {}});
+    size_t size = batch.size();
+    committer_->commit_async(std::move(batch), time, [this, items, t0, size](Result<std::vector<OpOutcome>> outcomes) {
+      double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
+      if (metrics_) metrics_->observe_batch(size, ms);
+      finish_batch(*items, outcomes);
+      {
+        std::lock_guard<std::mutex> lock(batch_mu_);
+        --in_flight_;
       }
+      batch_cv_.notify_all();
+    });
+  }
+}
+
+void Pipeline::finish_batch(const std::vector<Item>& items, Result<std::vector<OpOutcome>>& outcomes) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (outcomes.is_ok()) {
+      finish_slot(items[i].request, items[i].slot, std::move((*outcomes)[i]));
+    } else {
+      // Nothing was committed: the request fails as a whole and may be
+      // retried with the same op ids.
+      {
+        std::lock_guard<std::mutex> lock(items[i].request->error_mu);
+        items[i].request->error = outcomes.status();
+      }
+      finish_slot(items[i].request, items[i].slot,
+                  OpOutcome{Code::kMalformed, "not committed: " + outcomes.status().to_string(), {}});
     }
   }
 }

@@ -37,6 +37,13 @@ class BatchCommitter {
   // Makes "ops" durable at ledger time "time" and returns one outcome per op.
   // Blocks until done.  A non-ok Status means nothing was committed.
   virtual Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) = 0;
+  // As commit(), but may return before the batch is done and call "done"
+  // later from another thread, so that several batches are in flight
+  // (replication pipelining).  The default commits synchronously.
+  using CommitDone = std::function<void(Result<std::vector<OpOutcome>>)>;
+  virtual void commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) {
+    done(commit(ops, time));
+  }
   // The ledger time of the last committed batch.
   virtual uint64_t last_time() const = 0;
 };
@@ -59,6 +66,7 @@ struct PipelineOptions {
   size_t batch_ops_max = kApplyBatchOpsMax;
   size_t queue_ops_max = 65536;
   uint64_t batch_wait_us = 0;       // extra wait to fill a batch (0: commit what is queued)
+  size_t batches_in_flight_max = 4; // batches handed to the committer and not yet done
 };
 
 class Pipeline {
@@ -93,6 +101,7 @@ class Pipeline {
   };
   void verify_loop();
   void commit_loop();
+  void finish_batch(const std::vector<Item>& items, Result<std::vector<OpOutcome>>& outcomes);
   void finish_slot(const std::shared_ptr<Request>& r, size_t slot, OpOutcome outcome);
 
   BatchCommitter* committer_;
@@ -109,6 +118,7 @@ class Pipeline {
   std::condition_variable batch_cv_;
   std::deque<Item> batch_queue_;
 
+  size_t in_flight_ = 0;   // batches with the committer; guarded by batch_mu_
   bool stopping_ = false;  // guarded by verify_mu_ (and batch_mu_ for the committer)
   bool verify_done_ = false;
   std::vector<std::thread> verify_threads_;

@@ -76,6 +76,14 @@ Result<std::vector<OpOutcome>> RaftCommitter::commit(std::span<const Envelope> o
   return std::any_cast<std::vector<OpOutcome>>(std::move(result));
 }
 
+void RaftCommitter::commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) {
+  last_proposed_time_.store(std::max(last_proposed_time_.load(), time));
+  raft_->propose(encode_batch(time, ops), [done = std::move(done)](Status s, std::any result) {
+    if (!s) return done(s);
+    done(std::any_cast<std::vector<OpOutcome>>(std::move(result)));
+  });
+}
+
 uint64_t RaftCommitter::last_time() const {
   return std::max(last_proposed_time_.load(), ledger_->head().last_time);
 }

@@ -318,7 +318,7 @@ void print_phase(const PhaseResult& r, const char* unit) {
               r.offered_rate > 0 ? (" at offered " + std::to_string(static_cast<int>(r.offered_rate)) + "/s").c_str() : "");
 }
 
-void run_http_bench(const HttpBenchOptions& o) {
+void run_http_bench(HttpBenchOptions o) {
   crypto_init();
   auto url = api::parse_url(o.node);
   auto registrar = read_key_file(o.registrar_key);
@@ -334,6 +334,21 @@ void run_http_bench(const HttpBenchOptions& o) {
     return set_exit_code(1);
   }
   std::string chain = (*parse_json_strict(cp->body))["chain"].get<std::string>();
+  // Against a cluster, drive the leader (followers answer writes with 307).
+  if (auto cl = probe.request("GET", "/v1/cluster"); cl && cl->status == 200) {
+    auto doc = parse_json_strict(cl->body);
+    if (doc && (*doc)["role"] != "leader" && (*doc)["leader"].is_number()) {
+      for (const auto& p : (*doc)["peers"]) {
+        if (p["id"] != (*doc)["leader"]) continue;
+        auto leader = api::parse_url("http://" + p["api"].get<std::string>());
+        if (leader) {
+          std::cerr << "bench: node " << o.node << " is a follower; driving the leader at " << p["api"].get<std::string>() << "\n";
+          url = leader;
+          o.node = "http://" + p["api"].get<std::string>();
+        }
+      }
+    }
+  }
 
   std::cerr << "bench: measuring Ed25519 verify rate on this machine...\n";
   double verify_1 = measure_verify_per_sec(1.0);

@@ -42,8 +42,11 @@ struct RaftNodeOptions {
   std::vector<NodeId> voters;             // bootstrap configuration
   std::map<NodeId, PeerAddress> peers;    // raft addresses of every voter (self included)
   std::string dir;                        // raft store directory
-  uint64_t tick_ms = 20;                  // one core tick
-  int election_tick = 10;                 // ticks: election timeout is 10-20 ticks (200-400 ms)
+  // One core tick.  Election timeout = 10-20 ticks = 0.5-1 s: long enough
+  // that a leader busy applying a big batch on a loaded 2-core machine is not
+  // deposed, short enough for sub-second failover.
+  uint64_t tick_ms = 50;
+  int election_tick = 10;
   uint64_t seed = 0;                      // election timeout randomness
   size_t inbox_max = 100000;              // queued messages/requests before dropping messages
 };
