@@ -93,7 +93,7 @@ Result<NodeConfig> parse_node_config(const std::string& json_text, const std::st
   if (!doc) return Status::error("invalid", "config: " + doc.status().message());
   const Json& j = *doc;
   if (!j.is_object()) return Status::error("invalid", "config: must be a JSON object");
-  Status s = check_known(j, {"node_id", "data_dir", "key_file", "genesis", "api", "raft", "peers", "limits", "log_level"}, "");
+  Status s = check_known(j, {"node_id", "data_dir", "key_file", "genesis", "api", "raft", "peers", "limits", "log_level", "join"}, "");
   if (!s) return s;
   NodeConfig c;
   if (!j.contains("node_id")) return invalid("node_id", "required field is missing");
@@ -132,6 +132,10 @@ Result<NodeConfig> parse_node_config(const std::string& json_text, const std::st
   if (c.limits.queue_ops_max < c.limits.batch_ops_max)
     return invalid("limits.queue_ops_max", "must be at least limits.batch_ops_max (" +
                                                std::to_string(c.limits.batch_ops_max) + "), or a full batch could never be admitted");
+  if (j.contains("join")) {
+    if (!j["join"].is_boolean()) return invalid("join", "must be true or false");
+    c.join = j["join"].get<bool>();
+  }
   if (j.contains("log_level")) {
     static const std::set<std::string> kLevels = {"debug", "info", "warn", "error"};
     if (!j["log_level"].is_string() || !kLevels.count(j["log_level"].get<std::string>()))

@@ -47,6 +47,10 @@ struct NodeConfig {
   std::vector<PeerConfig> peers;
   Limits limits;
   std::string log_level = "info";  // debug, info, warn, error
+  // true: this node joins a running cluster (it is added with
+  // POST /v1/cluster/members on the leader) instead of bootstrapping one
+  // from "peers"; it learns the configuration from the leader's log.
+  bool join = false;
 };
 
 // Parses config JSON; "base_dir" resolves relative paths.  Status "invalid"

@@ -145,6 +145,8 @@ const std::vector<Route>& Node::routes() {
       {"GET", "/v1/proof/consistency"},
       {"GET", "/v1/supply"},
       {"GET", "/v1/cluster"},
+      {"POST", "/v1/cluster/members"},
+      {"DELETE", "/v1/cluster/members/{id}"},
       {"GET", "/healthz"},
       {"GET", "/readyz"},
       {"GET", "/metrics"},
@@ -165,7 +167,12 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
       return Status::error("invalid", "node key " + config.key_file + " is not node " + std::to_string(config.node_id) +
                                           "'s key in genesis " + config.genesis);
   }
-  if (!listed) return Status::error("invalid", "node " + std::to_string(config.node_id) + " is not in genesis nodes");
+  if (!listed && !config.join)
+    return Status::error("invalid", "node " + std::to_string(config.node_id) + " is not in genesis nodes");
+  if (!listed)
+    log_event(LogLevel::kWarn, "node_not_in_genesis",
+              {{"node", std::to_string(config.node_id)},
+               {"effect", "it replicates and serves, but auditors will not count its checkpoint signatures"}});
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return Status::error("io", "cannot create data dir " + config.data_dir + ": " + ec.message());
@@ -191,7 +198,7 @@ Status Node::start() {
     raft::RaftNodeOptions ro;
     ro.id = config_.node_id;
     for (const auto& p : config_.peers) {
-      ro.voters.push_back(p.id);
+      if (!config_.join) ro.voters.push_back(p.id);
       ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
     }
     ro.dir = config_.data_dir + "/raft";
@@ -261,7 +268,7 @@ void Node::handle(Request&& req, Respond respond) {
   auto only = [&](http::verb v) {
     if (method == v || (v == http::verb::get && method == http::verb::head)) return true;
     Response r = problem(req, 405, "method_not_allowed", std::string(req.method_string().data(), req.method_string().size()) + " is not allowed on " + std::string(path));
-    r.set(http::field::allow, v == http::verb::get ? "GET, HEAD" : "POST");
+    r.set(http::field::allow, v == http::verb::get ? "GET, HEAD" : v == http::verb::post ? "POST" : "DELETE");
     respond(std::move(r));
     return false;
   };
@@ -298,6 +305,10 @@ void Node::handle(Request&& req, Respond respond) {
     if (only(http::verb::get)) respond(get_supply(req));
   } else if (path == "/v1/cluster") {
     if (only(http::verb::get)) respond(get_cluster(req));
+  } else if (path == "/v1/cluster/members") {
+    if (only(http::verb::post)) change_members(std::move(req), std::move(respond), "");
+  } else if (path.starts_with("/v1/cluster/members/") && path.size() > 20) {
+    if (only(http::verb::delete_)) change_members(std::move(req), std::move(respond), path.substr(20));
   } else if (path == "/healthz") {
     if (only(http::verb::get)) respond(json_response(req, 200, {{"status", "ok"}}));
   } else if (path == "/readyz") {
@@ -318,7 +329,7 @@ bool Node::redirect_unless_leader(const Request& req, const Respond& respond) {
   if (!raft_) return false;
   auto st = raft_->status();
   if (st.role == raft::Role::kLeader) return false;
-  for (const auto& p : config_.peers) {
+  for (const auto& p : peers()) {
     if (p.id != st.leader) continue;
     Response r = problem(req, 307, "not_leader", "node " + std::to_string(config_.node_id) +
                                                      " is a follower; the leader is node " + std::to_string(p.id));
@@ -572,28 +583,85 @@ Response Node::get_supply(const Request& req) {
   return json_response(req, 200, {{"issued", s.issued}, {"redeemed", s.redeemed}, {"outstanding", s.outstanding()}});
 }
 
+std::vector<PeerConfig> Node::peers() {
+  std::vector<PeerConfig> all = config_.peers;
+  std::lock_guard<std::mutex> lock(members_mu_);
+  for (const auto& p : added_peers_) {
+    bool known = false;
+    for (const auto& q : all) known = known || q.id == p.id;
+    if (!known) all.push_back(p);
+  }
+  return all;
+}
+
+// POST /v1/cluster/members {"id","api","raft"} adds a voter; DELETE
+// /v1/cluster/members/{id} removes one.  One change at a time (the thesis'
+// single-server changes): another change still pending is 409.
+void Node::change_members(Request&& req, Respond respond, std::string_view member) {
+  if (!raft_) return respond(problem(req, 409, "not_replicated", "this node runs without replication"));
+  if (redirect_unless_leader(req, respond)) return;
+  PeerConfig peer;
+  raft::ConfChangeType type = raft::ConfChangeType::kRemoveNode;
+  if (member.empty()) {
+    if (!is_json_content(req))
+      return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
+    auto doc = parse_json_strict(req.body());
+    if (!doc || !doc->is_object() || doc->size() != 3 || !doc->contains("id") || !(*doc)["id"].is_number_unsigned() ||
+        (*doc)["id"].get<uint64_t>() == 0 || !doc->contains("api") || !(*doc)["api"].is_string() ||
+        !doc->contains("raft") || !(*doc)["raft"].is_string())
+      return respond(problem(req, 400, "malformed", "body must be {\"id\": int ≥ 1, \"api\": \"host:port\", \"raft\": \"host:port\"}"));
+    auto api = parse_endpoint((*doc)["api"].get<std::string>());
+    auto raft = parse_endpoint((*doc)["raft"].get<std::string>());
+    if (!api || !raft) return respond(problem(req, 400, "malformed", "api and raft must be host:port"));
+    peer = PeerConfig{(*doc)["id"].get<uint64_t>(), *raft, *api};
+    type = raft::ConfChangeType::kAddNode;
+  } else {
+    uint64_t id = 0;
+    auto [p, ec] = std::from_chars(member.data(), member.data() + member.size(), id);
+    if (ec != std::errc() || p != member.data() + member.size() || id == 0)
+      return respond(problem(req, 400, "malformed", "member id must be an integer ≥ 1"));
+    peer.id = id;
+  }
+  auto shared = std::make_shared<Request>(std::move(req));
+  raft_->change_membership(type, peer.id, raft::PeerAddress{peer.raft.host, peer.raft.port},
+                           [this, shared, respond, peer, type](Status s) {
+    if (!s) {
+      int status = s.code() == "conf_pending" ? 409 : s.code() == "invalid" ? 400 : 503;
+      return respond(problem(*shared, status, s.code(), s.message()));
+    }
+    if (type == raft::ConfChangeType::kAddNode) {
+      std::lock_guard<std::mutex> lock(members_mu_);
+      added_peers_.push_back(peer);
+    }
+    log_event(LogLevel::kInfo, "membership_changed",
+              {{"change", type == raft::ConfChangeType::kAddNode ? "add" : "remove"}, {"node", std::to_string(peer.id)}});
+    respond(json_response(*shared, 200, {{"id", peer.id}, {"result", "ok"},
+                                         {"change", type == raft::ConfChangeType::kAddNode ? "add" : "remove"}}));
+  });
+}
+
 Response Node::get_cluster(const Request& req) {
   auto head = ledger_->head();
-  Json peers = Json::array();
+  Json peer_list = Json::array();
   raft::RaftStatus st;
   if (raft_) st = raft_->status();
-  for (const auto& p : config_.peers) {
+  for (const auto& p : this->peers()) {
     Json peer = {{"id", p.id}, {"api", p.api.to_string()}, {"raft", p.raft.to_string()}};
     auto m = st.match.find(p.id);
     if (m != st.match.end()) peer["match_index"] = m->second;
-    peers.push_back(peer);
+    peer_list.push_back(peer);
   }
   if (!raft_) {
     return json_response(req, 200, {{"node", config_.node_id}, {"role", "leader"}, {"term", 1},
                                     {"leader", config_.node_id}, {"commit_index", head.size},
-                                    {"applied_index", head.size}, {"peers", peers}});
+                                    {"applied_index", head.size}, {"peers", peer_list}});
   }
   const char* role = st.role == raft::Role::kLeader ? "leader"
                      : (st.role == raft::Role::kCandidate || st.role == raft::Role::kPreCandidate) ? "candidate"
                                                                                                    : "follower";
   return json_response(req, 200, {{"node", config_.node_id}, {"role", role}, {"term", st.term},
                                   {"leader", st.leader == raft::kNoNode ? Json(nullptr) : Json(st.leader)},
-                                  {"commit_index", st.commit}, {"applied_index", st.applied}, {"peers", peers}});
+                                  {"commit_index", st.commit}, {"applied_index", st.applied}, {"peers", peer_list}});
 }
 
 Response Node::get_metrics(const Request& req) {

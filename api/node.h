@@ -71,7 +71,12 @@ class Node {
   KeyPair node_key_;
   std::unique_ptr<Ledger> ledger_;
   Metrics metrics_;
-  bool replicated() const { return config_.peers.size() > 1; }
+  bool replicated() const { return config_.peers.size() > 1 || config_.join; }
+  void change_members(Request&& req, Respond respond, std::string_view member);
+  // Peers added at run time (POST /v1/cluster/members on this leader).
+  std::mutex members_mu_;
+  std::vector<PeerConfig> added_peers_;  // guarded by members_mu_
+  std::vector<PeerConfig> peers() ;
   // Writes and linearizable reads on a follower: 307 to the leader, or 503
   // while no leader is known.  Returns true if it answered.
   bool redirect_unless_leader(const Request& req, const Respond& respond);
