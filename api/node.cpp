@@ -248,10 +248,36 @@ void Node::stop() {
     if (raft_ && drained.wait_for(std::chrono::seconds(5)) != std::future_status::ready) raft_->stop();
     drained.wait();
   }
-  if (raft_) raft_->stop();
+  if (raft_) {
+    hand_off_leadership();
+    raft_->stop();
+  }
   if (server_) server_->stop(/*grace_ms=*/2000);
   auto head = ledger_->head();
   log_event(LogLevel::kInfo, "node_stopped", {{"journal_size", std::to_string(head.size)}, {"root", to_hex(head.root)}});
+}
+
+// A leader that stops gracefully hands leadership to its most up-to-date
+// follower first (thesis §3.10), so writes stall for one round trip instead
+// of a whole election timeout.
+void Node::hand_off_leadership() {
+  auto st = raft_->status();
+  if (st.role != raft::Role::kLeader) return;
+  raft::NodeId best = raft::kNoNode;
+  raft::Index best_match = 0;
+  for (const auto& [id, match] : st.match) {
+    if (id == config_.node_id || match < best_match) continue;
+    best = id;
+    best_match = match;
+  }
+  if (best == raft::kNoNode) return;
+  std::promise<Status> started;
+  raft_->transfer_leadership(best, [&started](Status s) { started.set_value(s); });
+  if (!started.get_future().get().is_ok()) return;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (raft_->status().role == raft::Role::kLeader && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  log_event(LogLevel::kInfo, "leadership_handed_off", {{"to", std::to_string(best)}});
 }
 
 void Node::handle(Request&& req, Respond respond) {

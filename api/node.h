@@ -73,6 +73,7 @@ class Node {
   Metrics metrics_;
   bool replicated() const { return config_.peers.size() > 1 || config_.join; }
   void change_members(Request&& req, Respond respond, std::string_view member);
+  void hand_off_leadership();
   // Peers added at run time (POST /v1/cluster/members on this leader).
   std::mutex members_mu_;
   std::vector<PeerConfig> added_peers_;  // guarded by members_mu_

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <random>
 
 namespace cl::raft {
 
@@ -29,7 +30,14 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
   cfg.voters = options.voters;
   cfg.election_tick = options.election_tick;
   cfg.heartbeat_tick = 1;
-  cfg.seed = options.seed ? options.seed : options.id * 0x9E3779B97F4A7C15ull;
+  // The core's only randomness (election timeouts) comes from here: each
+  // process draws its own seed, so replicas do not time out in lockstep.
+  // Simulations pass a fixed seed instead.
+  if (options.seed == 0) {
+    std::random_device rd;
+    options.seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  cfg.seed = options.seed;
   auto core = RaftCore::open(cfg, std::move(*restored));
   if (!core) return core.status();
   return std::unique_ptr<RaftNode>(new RaftNode(std::move(options), sm, std::move(*storage), std::move(*core)));
