@@ -197,8 +197,13 @@ Status Node::start() {
     state_machine_ = std::make_unique<LedgerStateMachine>(ledger_.get());
     raft::RaftNodeOptions ro;
     ro.id = config_.node_id;
+    // The bootstrap configuration is the same on every server, joiners
+    // included: the configured peers that genesis names.  A joiner is not in
+    // it, so it never campaigns until the leader's log adds it.
     for (const auto& p : config_.peers) {
-      if (!config_.join) ro.voters.push_back(p.id);
+      bool in_genesis = false;
+      for (const auto& n : genesis_.nodes) in_genesis = in_genesis || n.id == p.id;
+      if (in_genesis && !(config_.join && p.id == config_.node_id)) ro.voters.push_back(p.id);
       ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
     }
     ro.dir = config_.data_dir + "/raft";

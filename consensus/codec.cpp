@@ -1,7 +1,5 @@
 #include "consensus/codec.h"
 
-#include <cstring>
-
 #include "common/check.h"
 #include "consensus/crc32c.h"
 

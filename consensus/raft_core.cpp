@@ -824,6 +824,11 @@ Status RaftCore::report_snapshot_done(const SnapshotMeta& meta) {
   if (role_ == Role::kLeader) return invalid("snapshot installed on the leader");
   if (meta.index <= applied_) return invalid("snapshot is not newer than the applied state");
   if (meta.conf.voters.empty() || !voters_well_formed(meta.conf.voters)) return invalid("snapshot: bad voters");
+  // The application may have fetched a newer snapshot than the one asked
+  // for, taken in a later term.  Its last entry is committed, so a leader of
+  // that term existed: move to it, or this log would hold a term above ours
+  // (and a later campaign could append below its own last term).
+  if (meta.term > term_) become_follower(meta.term, kNoNode);
   log_.restore(meta);
   commit_to(meta.index);
   applied_ = meta.index;
@@ -860,6 +865,11 @@ bool RaftCore::has_ready() const {
 Ready RaftCore::ready() {
   CL_CHECK_MSG(!ready_pending_, "ready() called again before advance()");
   ready_pending_ = true;
+  // What reaches the disk only ever moves forward.
+  CL_CHECK_MSG(term_ >= persisted_hard_state_.term, "the persisted term would decrease");
+  CL_CHECK_MSG(commit_ >= persisted_hard_state_.commit, "the persisted commit index would decrease");
+  CL_CHECK_MSG(commit_ <= log_.last_index(), "commit index beyond the last log entry");
+  CL_CHECK_MSG(applied_ <= commit_, "applied index beyond the commit index");
   Ready rd;
   rd.soft_state = soft_state();
   reported_soft_state_ = rd.soft_state;

@@ -187,10 +187,11 @@ class RaftCore {
   Status compact(const SnapshotMeta& meta);
 
   // The application installed the state described by `meta` (fetched after a
-  // SnapshotRequest).  The log restarts after meta.index, which becomes both
-  // committed and applied.  Errors: "invalid" if meta.index <= applied() (the
-  // application must then discard the fetched state, not install it) or
-  // this server is the leader.
+  // SnapshotRequest; it may be newer than the one requested).  The log
+  // restarts after meta.index, which becomes both committed and applied; a
+  // snapshot from a later term moves this server to that term.  Errors:
+  // "invalid" if meta.index <= applied() (the application must then discard
+  // the fetched state, not install it) or this server is the leader.
   Status report_snapshot_done(const SnapshotMeta& meta);
 
   // The transport could not reach `id`: stop pipelining to it and probe.
