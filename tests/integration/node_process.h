@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <random>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -21,19 +22,29 @@
 
 namespace cl::test {
 
-// A loopback TCP port that was free a moment ago.
+// A loopback TCP port that was free a moment ago, chosen below Linux's
+// ephemeral range (32768-60999): a port the kernel hands out for outgoing
+// connections (of this test's nodes, or of tests running in parallel) can
+// be taken between this check and the node's bind.
 inline uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
+                          static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (ok) return port;
+  }
+  FAIL("no free loopback port in 20000-31999");
+  return 0;
 }
 
 inline void write_text(const std::string& path, const std::string& text) {
