@@ -65,6 +65,7 @@ bool parse_u64(const char* s, uint64_t* out) {
 thread_local uint64_t t_current_seed = 0;
 bool g_expect_violation = false;
 const char* g_fault = "none";
+const char* g_mode = "";  // " --ledger" etc., for the reproduce lines
 
 void write_str(const char* s) { [[maybe_unused]] ssize_t n = ::write(2, s, std::strlen(s)); }
 
@@ -85,6 +86,7 @@ void on_abort(int) {
   write_str(digits + i);
   write_str(" --fault ");
   write_str(g_fault);
+  write_str(g_mode);
   write_str(" --trace\n");
   if (g_expect_violation) {
     write_str("raft_sim: expected violation found (core invariant)\n");
@@ -101,6 +103,8 @@ struct Options {
   bool single = false;
   bool trace = false;
   bool verbose = false;
+  bool ledger = false;
+  bool compaction = true;
   TestFault fault = TestFault::kNone;
 };
 
@@ -120,7 +124,8 @@ void usage() {
   std::fprintf(stderr,
                "usage: raft_sim (--seed S | --seeds N [--first F]) [--fault none|commit_previous_term|"
                "ack_before_persist]\n"
-               "                [--expect-violation] [--jobs J] [--trace] [--verbose]\n");
+               "                [--expect-violation] [--jobs J] [--trace] [--verbose]\n"
+               "                [--ledger] [--no-compaction]\n");
 }
 
 bool parse_args(int argc, char** argv, Options* o) {
@@ -142,6 +147,10 @@ bool parse_args(int argc, char** argv, Options* o) {
       g_expect_violation = true;
     } else if (arg == "--trace") {
       o->trace = true;
+    } else if (arg == "--ledger") {
+      o->ledger = true;
+    } else if (arg == "--no-compaction") {
+      o->compaction = false;
     } else if (arg == "--verbose") {
       o->verbose = true;
     } else {
@@ -202,6 +211,8 @@ Outcome run_seeds(const Options& o) {
       opts.seed = seed;
       opts.fault = o.fault;
       opts.trace = o.trace;
+      opts.ledger = o.ledger;
+      opts.compaction = o.compaction;
       cl::sim::SimResult r = cl::sim::run_simulation(opts);
       std::lock_guard<std::mutex> lock(mu);
       ++out.seeds_run;
@@ -228,9 +239,9 @@ Outcome run_seeds(const Options& o) {
 void print_report(const Outcome& out) {
   for (const Failure& f : out.failures) {
     std::printf("VIOLATION seed=%llu fault=%s checker=%s: %s\n  params: %s\n  reproduce: raft_sim --seed %llu "
-                "--fault %s --trace\n",
+                "--fault %s%s --trace\n",
                 static_cast<unsigned long long>(f.seed), g_fault, f.result.checker.c_str(), f.result.detail.c_str(),
-                f.result.params.c_str(), static_cast<unsigned long long>(f.seed), g_fault);
+                f.result.params.c_str(), static_cast<unsigned long long>(f.seed), g_fault, g_mode);
   }
   const auto& t = out.total;
   std::printf("raft_sim: %llu seeds (fault %s) in %.1f s = %.1f seeds/s, %.2fM events/s; %zu violation(s)\n",
@@ -257,6 +268,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   g_fault = fault_name(o.fault);
+  g_mode = o.ledger ? (o.compaction ? " --ledger" : " --ledger --no-compaction") : (o.compaction ? "" : " --no-compaction");
   ::signal(SIGABRT, on_abort);
   const Outcome out = run_seeds(o);
   print_report(out);

@@ -5,11 +5,14 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 #include "common/check.h"
 #include "consensus/codec.h"
+#include "api/replicated.h"
 #include "tests/sim/checker.h"
+#include "tests/sim/ledger_machine.h"
 #include "tests/sim/rng.h"
 #include "tests/sim/state_machine.h"
 
@@ -178,6 +181,8 @@ struct Client {
   uint64_t deadline = 0;
   NodeId hint = 0;
   int attempts = 0;  // proposals of the current payload (retry backoff doubles)
+  std::vector<const PoolOp*> ops;  // ledger mode: the payload's ops (data re-encoded per proposal)
+  bool setup = false;              // ledger mode: the batch that opens and funds the wallets
 };
 
 struct Read {
@@ -252,6 +257,10 @@ class Simulation {
   void end_active();
   std::string convergence_gap();
   void final_checks();
+  std::unique_ptr<StateMachine> make_sm() const;
+  bool next_ledger_payload(int c, Client& cl);
+  void on_ledger_ack(Client& cl);
+  void ledger_checks(Node& leader, const raft::ConfState& conf);
 
   SimOptions opts_;
   Rng rng_;
@@ -270,7 +279,18 @@ class Simulation {
   std::map<uint64_t, Read> reads_;  // by ctx
   Term newest_leader_term_ = 0;     // nemesis: the newest term whose leader it has seen
   uint64_t next_ctx_ = 0;
+  // Ledger mode.
+  bool setup_acked_ = false;
+  size_t pool_next_ = 0;                          // next unproposed op of ledger_world().pool
+  std::vector<const PoolOp*> acked_ops_;          // acknowledged, non-conflicting (replay candidates)
+  std::unordered_set<std::string> acked_set_;     // ids in acked_
+  std::vector<std::string> acked_conflicting_;    // acknowledged twin payouts (at most one of a pair pays)
 };
+
+std::unique_ptr<StateMachine> Simulation::make_sm() const {
+  if (opts_.ledger) return std::make_unique<LedgerMachine>();
+  return std::make_unique<PayloadLog>();
+}
 
 // ---------------------------------------------------------------------------
 
@@ -314,7 +334,7 @@ void Simulation::boot(Node& n) {
     return;
   }
   n.core = std::move(*core);
-  n.sm = std::make_unique<PayloadLog>();
+  n.sm = make_sm();
   if (n.durable.snapshot.index > 0) CL_CHECK(n.sm->load(n.durable.snapshot_state).is_ok());
   n.up = true;
   checker_.on_restart(n.id, n.durable.snapshot.index);
@@ -435,11 +455,15 @@ void Simulation::apply(Node& n, const Entry& e) {
     ev.kind = Ev::kClient;
     ev.client = static_cast<int>(c);
     if (e.term == cl.term) {
-      if (payload_id(e.data) != cl.id) {
+      if (opts_.ledger ? e.data != cl.data : payload_id(e.data) != cl.id) {
         checker_.fail("client_ack", "index " + str(e.index) + " term " + str(e.term) + " holds another payload");
         return;
       }
-      acked_.push_back(cl.id);  // the node it was proposed to saw it committed and applied it
+      if (opts_.ledger) {
+        on_ledger_ack(cl);
+      } else {
+        acked_.push_back(cl.id);  // the node it was proposed to saw it committed and applied it
+      }
       ++stats_.acked;
       cl.busy = false;
       cl.proposed = false;
@@ -497,7 +521,7 @@ void Simulation::snapshot_fetched(Node& n, NodeId from) {
   if (!src.up || blocked(from, n.id) || src.durable.snapshot.index == 0) return;  // failed; leader retries
   const raft::SnapshotMeta meta = src.durable.snapshot;
   if (meta.index <= n.core->applied() || n.core->role() == raft::Role::kLeader) return;  // stale: discard
-  auto sm = std::make_unique<PayloadLog>();
+  auto sm = make_sm();
   CL_CHECK(sm->load(src.durable.snapshot_state).is_ok());
   checker_.on_snapshot_installed(n.id, meta.index, sm->digest());
   n.sm = std::move(sm);
@@ -604,11 +628,18 @@ void Simulation::client_event(int c) {
   next.client = c;
   if (!cl.busy) {
     if (!active_) return;  // no new work once the fault phase is over
+    if (opts_.ledger) {
+      if (!next_ledger_payload(c, cl)) {
+        schedule(20, std::move(next));  // waiting for the setup batch, or the pool is used up
+        return;
+      }
+    } else {
+      cl.id = "c" + str(c) + "-" + str(cl.seq++);
+      cl.data = cl.id + "|" + std::string(rng_.below(48), static_cast<char>('a' + c));
+    }
     cl.busy = true;
     cl.proposed = false;
     cl.attempts = 0;
-    cl.id = "c" + str(c) + "-" + str(cl.seq++);
-    cl.data = cl.id + "|" + std::string(rng_.below(48), static_cast<char>('a' + c));
   }
   if (cl.proposed && now_ < cl.deadline) {
     schedule(cl.deadline - now_, std::move(next));
@@ -628,6 +659,11 @@ void Simulation::client_event(int c) {
     return;
   }
   Node& n = node(target);
+  if (opts_.ledger) {  // the proposer stamps its own (virtual) clock; the ops are the same on every retry
+    std::vector<Envelope> envs;
+    for (const PoolOp* op : cl.ops) envs.push_back(op->env);
+    cl.data = api::encode_batch(ledger_time_at(now_), envs);
+  }
   Result<Index> r = n.core->propose(cl.data);
   if (r.is_ok()) {
     const uint64_t wait_ms = static_cast<uint64_t>(p_.client_retry_ms) << std::min(cl.attempts++, 4);
@@ -855,7 +891,78 @@ void Simulation::final_checks() {
       }
     }
   }
+  if (opts_.ledger) ledger_checks(*leader, conf);
   stats_.final_commit = leader->core->commit();
+}
+
+// Ledger mode: the next batch for client c, or false to wait.  Client 0
+// first proposes the setup batch; nobody proposes pool ops before it is
+// acknowledged (so every pool op is valid in any order).  A pool batch holds
+// 1..4 fresh ops, sometimes plus an op already acknowledged (a replay).
+bool Simulation::next_ledger_payload(int c, Client& cl) {
+  const LedgerWorld& w = ledger_world();
+  cl.ops.clear();
+  cl.setup = false;
+  if (!setup_acked_) {
+    if (c != 0) return false;
+    for (const PoolOp& op : w.setup) cl.ops.push_back(&op);
+    cl.setup = true;
+  } else {
+    if (pool_next_ >= w.pool.size()) return false;
+    for (uint64_t k = rng_.range(1, 4); k > 0 && pool_next_ < w.pool.size(); --k) cl.ops.push_back(&w.pool[pool_next_++]);
+    if (!acked_ops_.empty() && rng_.chance(100)) cl.ops.push_back(acked_ops_[rng_.below(acked_ops_.size())]);
+  }
+  cl.id = cl.ops.front()->id;
+  return true;
+}
+
+void Simulation::on_ledger_ack(Client& cl) {
+  if (cl.setup) setup_acked_ = true;
+  for (const PoolOp* op : cl.ops) {
+    if (op->conflicting) {
+      acked_conflicting_.push_back(op->id);
+    } else if (acked_set_.insert(op->id).second) {
+      acked_.push_back(op->id);
+      acked_ops_.push_back(op);
+    }
+  }
+}
+
+// Every voter: the same journal size and Merkle root as the leader; its
+// audit (Σ balances = supply, no op or (program, reference) twice, counts =
+// journal); every acknowledged op journaled exactly once, and of the
+// acknowledged twin payouts at most once.
+void Simulation::ledger_checks(Node& leader, const raft::ConfState& conf) {
+  const LedgerHead want = static_cast<const LedgerMachine&>(*leader.sm).ledger().head();
+  for (NodeId v : conf.voters) {
+    const auto& m = static_cast<const LedgerMachine&>(*node(v).sm);
+    const LedgerHead h = m.ledger().head();
+    if (h.size != want.size || h.root != want.root || h.supply.issued != want.supply.issued ||
+        h.supply.redeemed != want.supply.redeemed) {
+      checker_.fail("ledger_converged", "node " + str(v) + " has journal size " + str(h.size) + " vs leader " +
+                                            str(leader.id) + "'s " + str(want.size) + " (or another root/supply)");
+      return;
+    }
+    std::map<std::string, size_t> journal;
+    const std::string bad = m.audit(&journal);
+    if (!bad.empty()) {
+      checker_.fail("ledger_audit", "node " + str(v) + ": " + bad);
+      return;
+    }
+    for (const std::string& id : acked_) {
+      auto it = journal.find(id);
+      if (it == journal.end() || it->second != 1) {
+        checker_.fail("acked_op", "acknowledged op " + id + " is not journaled exactly once on node " + str(v));
+        return;
+      }
+    }
+    for (const std::string& id : acked_conflicting_) {
+      if (journal.count(id) > 1) {
+        checker_.fail("acked_op", "twin payout " + id + " journaled twice on node " + str(v));
+        return;
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -926,6 +1033,7 @@ void Simulation::handle(Event& ev) {
 
 SimResult Simulation::run() {
   p_ = choose_params(rng_);
+  if (!opts_.compaction) p_.compact_every = 0;
   const size_t total = static_cast<size_t>(p_.nodes + p_.spares);
   nodes_.resize(total);
   blocked_.assign(total + 1, std::vector<bool>(total + 1, false));

@@ -22,6 +22,12 @@ struct SimOptions {
   uint64_t seed = 1;
   raft::TestFault fault = raft::TestFault::kNone;
   bool trace = false;  // print every event to stdout
+  // The real ledger (LedgerMachine) instead of PayloadLog: clients propose
+  // batches of signed ops, and the end-of-seed checks audit every replica's
+  // journal, Merkle root and supply.
+  bool ledger = false;
+  // false: never snapshot/compact (every seed's compact_every forced to 0).
+  bool compaction = true;
 };
 
 struct SimStats {
