@@ -248,7 +248,9 @@ class Setup {
     Status s = submit_all(sign_all(opens, [&](size_t i) { return std::vector<const KeyPair*>{&registrar_, owner[i]}; }));
     if (!s) return s;
     std::vector<OpBody> issues;
-    uint64_t per_rider = 5700 * (2 + 2 * (o_.fares + o_.open_loop_fares) / std::max<uint64_t>(1, o_.riders));
+    // Enough that no rider runs dry: random picks give some riders several
+    // times the mean number of fares.
+    uint64_t per_rider = 5700 * (20 + 4 * (o_.fares + o_.open_loop_fares) / std::max<uint64_t>(1, o_.riders));
     for (uint64_t n = 0; n < o_.riders; ++n) {
       OpBody b = body(OpType::kIssue);
       b.to = rider(n);

@@ -1,4 +1,5 @@
 // `cityledger node --config FILE` and `cityledger submit --node URL`.
+#include <malloc.h>
 #include <signal.h>
 
 #include <iostream>
@@ -20,6 +21,13 @@ void run_node(const std::string& config_path) {
     return set_exit_code(2);
   }
   api::set_log_level(config->log_level);
+  // Bounded memory under load: glibc would otherwise keep one 128 MiB heap
+  // per thread and, after large frees, serve multi-megabyte batch buffers
+  // from those heaps, fragmenting them; measured RSS of a replica after a
+  // 140k-op bench: 1.4 GiB without these settings.  A fixed mmap threshold
+  // returns big buffers to the OS when freed.
+  mallopt(M_ARENA_MAX, 4);
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   // Block the stop signals in every thread; this one waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
