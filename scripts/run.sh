@@ -63,7 +63,7 @@ process_alive() {
 
 # True if "pid" is a live `cityledger node` process.
 node_alive() {
-  process_alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q " node --config "
+  process_alive "$1" && { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -q " node --config "
 }
 
 # Stops the node whose pid file is "$1": SIGTERM, then waits for it to finish
