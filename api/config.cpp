@@ -56,6 +56,7 @@ Status read_limits(const Json& j, Limits* l) {
       {"batch_wait_us", &l->batch_wait_us, 0, 1'000'000},
       {"verify_threads", &l->verify_threads, 0, 1024},
       {"io_threads", &l->io_threads, 0, 1024},
+      {"raft_compact_entries", &l->raft_compact_entries, 0, uint64_t{1} << 40},
   };
   std::set<std::string> known;
   for (const auto& f : fields) known.insert(f.name);

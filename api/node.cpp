@@ -8,6 +8,8 @@
 #include "api/log.h"
 #include "common/hex.h"
 #include "ledger/merkle.h"
+#include "ledger/replay.h"
+#include "api/http_client.h"
 #include "wallet/jcs.h"
 
 namespace cl::api {
@@ -207,6 +209,14 @@ Status Node::start() {
       ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
     }
     ro.dir = config_.data_dir + "/raft";
+    ro.compact_every = config_.limits.raft_compact_entries;
+    ro.fetch_snapshot = [this](const raft::SnapshotRequest& req) -> Result<raft::SnapshotMeta> {
+      try {
+        return fetch_state(req);
+      } catch (const std::exception& e) {  // e.g. a malformed header from the leader
+        return Status::error("unavailable", std::string("catch-up failed: ") + e.what());
+      }
+    };
     auto raft = raft::RaftNode::open(ro, state_machine_.get());
     if (!raft) return raft.status();
     raft_ = std::move(*raft);
@@ -283,6 +293,68 @@ void Node::hand_off_leadership() {
   while (raft_->status().role == raft::Role::kLeader && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   log_event(LogLevel::kInfo, "leadership_handed_off", {{"to", std::to_string(best)}});
+}
+
+Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
+  PeerConfig leader;
+  for (const auto& p : peers())
+    if (p.id == req.from) leader = p;
+  if (leader.id == 0) return Status::error("unavailable", "no API address for node " + std::to_string(req.from));
+  log_event(LogLevel::kInfo, "catch_up_started",
+            {{"from", std::to_string(req.from)}, {"raft_index", std::to_string(req.meta.index)},
+             {"journal_size", std::to_string(ledger_->head().size)}});
+  HttpClient client(leader.api.host, leader.api.port, 60000);
+  JournalReplayer replayer(ledger_.get(), /*verify_signatures=*/false);
+  for (int page = 0; page < 1'000'000; ++page) {
+    uint64_t from = replayer.entries();
+    auto r = client.request("GET", "/v1/journal?from=" + std::to_string(from), "", "application/json",
+                            {{"Accept", "application/x-ndjson"}});
+    if (!r) return r.status();
+    if (r->status != 200) return Status::error("unavailable", "leader journal answered " + std::to_string(r->status));
+    std::string_view body = r->body;
+    while (!body.empty()) {
+      auto nl = body.find('\n');
+      std::string_view line = body.substr(0, nl);
+      body.remove_prefix(nl == std::string_view::npos ? body.size() : nl + 1);
+      auto doc = parse_json_strict(line);
+      if (!doc || !doc->is_object() || !doc->contains("op") || !(*doc)["index"].is_number_unsigned() ||
+          !(*doc)["time"].is_number_unsigned())
+        return Status::error("corruption", "leader sent a malformed journal line");
+      Rejection rej;
+      auto env = decode_envelope_json((*doc)["op"], &rej);
+      if (!env) return Status::error("corruption", "leader sent a malformed op: " + rej.detail);
+      std::string bytes = entry_bytes((*doc)["index"].get<uint64_t>(), (*doc)["time"].get<uint64_t>(), env->jcs);
+      if ((*doc)["leaf_hash"] != to_hex(merkle::leaf_hash(bytes)))
+        return Status::error("corruption", "leader's entry does not match its leaf hash");
+      Status s = replayer.add(bytes);
+      if (!s) return s;
+    }
+    uint64_t size = std::stoull(r->header("x-journal-size").empty() ? "0" : r->header("x-journal-size"));
+    if (replayer.entries() < size) continue;  // more pages
+    Status s = replayer.finish();
+    if (!s) return s;
+    if (r->header("x-source-index").empty()) return Status::error("unavailable", "leader's head not available yet");
+    raft::SnapshotMeta meta;
+    meta.index = std::stoull(r->header("x-source-index"));
+    meta.term = std::stoull(r->header("x-source-term"));
+    std::string voters = r->header("x-source-voters");
+    for (size_t at = 0; at < voters.size();) {
+      size_t comma = voters.find(',', at);
+      meta.conf.voters.push_back(std::stoull(voters.substr(at, comma - at)));
+      at = comma == std::string::npos ? voters.size() : comma + 1;
+    }
+    uint64_t last_time = std::stoull(r->header("x-journal-last-time"));
+    if (meta.index > ledger_->head().source_index) {
+      Status a = ledger_->advance_to(std::max(last_time, ledger_->head().last_time), meta.index);
+      if (!a) return a;
+    }
+    state_machine_->installed(meta.index);
+    log_event(LogLevel::kInfo, "catch_up_done",
+              {{"raft_index", std::to_string(meta.index)}, {"journal_size", std::to_string(ledger_->head().size)},
+               {"root", to_hex(ledger_->head().root)}});
+    return meta;
+  }
+  return Status::error("unavailable", "catch-up did not converge");
 }
 
 void Node::handle(Request&& req, Respond respond) {
@@ -534,8 +606,15 @@ Response Node::get_journal(const Request& req, std::string_view query) {
     return json_text_response(req, 200, entries_page(*entries, start + entries->size()));
   }
   // NDJSON: one entry per line, up to kNdjsonPageMax per response; the
-  // X-Next header says where the next page starts.
+  // X-Next header says where the next page starts.  The X-Journal-* and
+  // X-Source-* headers describe one consistent head (size, ledger time, the
+  // replicated-log index, term and voters there) and no entry beyond it is
+  // served: a replica catching up installs exactly that state.
+  uint64_t applied_before = state_machine_ ? state_machine_->applied_index() : 0;
+  LedgerHead head = ledger_->head();
+  uint64_t source = std::max<uint64_t>(applied_before, head.source_index);
   uint64_t want = std::min(limit.value_or(kNdjsonPageMax), kNdjsonPageMax);
+  want = start >= head.size ? 0 : std::min(want, head.size - start);
   std::string body;
   uint64_t next = start;
   while (want > 0) {
@@ -551,6 +630,17 @@ Response Node::get_journal(const Request& req, std::string_view query) {
   }
   Response res = json_text_response(req, 200, std::move(body), "application/x-ndjson");
   res.set("X-Next", std::to_string(next));
+  res.set("X-Journal-Size", std::to_string(head.size));
+  res.set("X-Journal-Last-Time", std::to_string(head.last_time));
+  if (raft_ && source > 0) {
+    if (auto tc = raft_->term_conf_at(source); tc) {
+      std::string voters;
+      for (auto v : tc->second.voters) voters += (voters.empty() ? "" : ",") + std::to_string(v);
+      res.set("X-Source-Index", std::to_string(source));
+      res.set("X-Source-Term", std::to_string(tc->first));
+      res.set("X-Source-Voters", voters);
+    }
+  }
   return res;
 }
 

@@ -74,6 +74,9 @@ class Node {
   bool replicated() const { return config_.peers.size() > 1 || config_.join; }
   void change_members(Request&& req, Respond respond, std::string_view member);
   void hand_off_leadership();
+  // Installs the leader's state (journal entries and head) after the leader
+  // compacted what this replica needs (raft::SnapshotFetcher).
+  Result<raft::SnapshotMeta> fetch_state(const raft::SnapshotRequest& req);
   // Peers added at run time (POST /v1/cluster/members on this leader).
   std::mutex members_mu_;
   std::vector<PeerConfig> added_peers_;  // guarded by members_mu_

@@ -35,6 +35,9 @@ class LedgerStateMachine : public raft::StateMachine {
   std::any apply(const raft::Entry& entry) override;
   void skip(raft::Index index) override;
   raft::Index applied_index() const override { return applied_.load(); }
+  Status sync() override { return ledger_->sync(); }
+  // After installing a leader's state up to raft index "index".
+  void installed(raft::Index index) { applied_.store(index); }
 
  private:
   Ledger* ledger_;

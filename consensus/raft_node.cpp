@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <future>
 #include <random>
 
 namespace cl::raft {
@@ -72,7 +73,24 @@ void RaftNode::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (fetcher_.joinable()) fetcher_.join();
   if (transport_) transport_->stop();
+}
+
+Result<std::pair<Term, ConfState>> RaftNode::term_conf_at(Index index) {
+  auto p = std::make_shared<std::promise<Result<std::pair<Term, ConfState>>>>();
+  auto f = p->get_future();
+  post([this, index, p] {
+    auto t = core_->term_at(index);
+    if (!t || index + 1 < core_->first_index()) {
+      p->set_value(Status::error("unavailable", "raft index " + std::to_string(index) + " is compacted"));
+      return;
+    }
+    p->set_value(std::make_pair(*t, core_->conf_at(index)));
+  });
+  if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+    return Status::error("unavailable", "raft loop busy");
+  return f.get();
 }
 
 void RaftNode::post(Command c) {
@@ -178,6 +196,28 @@ void RaftNode::handle_ready() {
     reads_waiting_apply_.erase(reads_waiting_apply_.begin());
   }
   core_->advance(rd);
+  if (rd.snapshot_request && !fetching_ && options_.fetch_snapshot) {
+    // The leader compacted what we need: fetch its state on a worker thread.
+    fetching_ = true;
+    if (fetcher_.joinable()) fetcher_.join();
+    fetcher_ = std::thread([this, req = *rd.snapshot_request] {
+      auto meta = options_.fetch_snapshot(req);
+      post([this, meta] {
+        fetching_ = false;
+        if (meta) core_->report_snapshot_done(*meta).to_string();  // refused if already past it
+      });
+    });
+  }
+  // Compaction: drop the log the state machine has durably applied.
+  Index applied = core_->applied();
+  if (options_.compact_every > 0 && !fetching_ && applied >= core_->snapshot().index + options_.compact_every) {
+    auto term = core_->term_at(applied);
+    Status synced = sm_->sync();
+    if (term && synced) {
+      SnapshotMeta meta{applied, *term, core_->conf_at(applied)};
+      if (core_->compact(meta)) CL_CHECK_MSG(storage_->compact(meta).is_ok(), "raft log compaction failed");
+    }
+  }
   // Proposals this node can no longer commit: it is not the leader any more.
   if (core_->role() != Role::kLeader) {
     Status lost = Status::error("not_leader", "leadership changed; the op may be retried by id");

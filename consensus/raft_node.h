@@ -35,7 +35,15 @@ class StateMachine {
   virtual void skip(Index index) = 0;
   // The index of the last applied entry, as durable as the state itself.
   virtual Index applied_index() const = 0;
+  // Makes everything applied durable; called before the log is compacted.
+  virtual Status sync() { return Status::ok(); }
 };
+
+// Fetches the state the leader asked for (out of band, e.g. from the
+// leader's journal), installs it, and returns the metadata of what was
+// installed (index ≥ the requested one, with its term and configuration).
+// Runs on a worker thread; while it runs the core applies nothing.
+using SnapshotFetcher = std::function<Result<SnapshotMeta>(const SnapshotRequest&)>;
 
 struct RaftNodeOptions {
   NodeId id = kNoNode;
@@ -49,6 +57,11 @@ struct RaftNodeOptions {
   int election_tick = 10;
   uint64_t seed = 0;                      // election timeout randomness
   size_t inbox_max = 100000;              // queued messages/requests before dropping messages
+  // Compact the log once this many entries are applied past the last
+  // snapshot (0: never).  A follower that needs compacted entries gets the
+  // state from fetch_snapshot instead.
+  uint64_t compact_every = 10000;
+  SnapshotFetcher fetch_snapshot;
 };
 
 struct RaftStatus {
@@ -82,6 +95,9 @@ class RaftNode {
   void change_membership(ConfChangeType type, NodeId node, PeerAddress address, Done done);
 
   RaftStatus status() const;
+  // The term and configuration at "index" (for a peer that installs state
+  // up to it); "unavailable" once compacted away.  Thread-safe.
+  Result<std::pair<Term, ConfState>> term_conf_at(Index index);
   uint16_t port() const { return transport_ ? transport_->port() : 0; }
 
  private:
@@ -117,6 +133,8 @@ class RaftNode {
   std::map<uint64_t, Done> reads_waiting_quorum_;
   std::multimap<Index, Done> reads_waiting_apply_;
   std::map<Index, Done> conf_changes_;
+  std::thread fetcher_;
+  bool fetching_ = false;
 };
 
 }  // namespace cl::raft

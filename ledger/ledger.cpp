@@ -571,6 +571,31 @@ Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint
   return out;
 }
 
+Status Ledger::advance_to(uint64_t time, uint64_t source_index) {
+  if (time < meta_.last_time || source_index <= meta_.source_index)
+    return Status::error("invalid", "advance_to must not go back in time or source index");
+  store::MetaState m = meta_;
+  m.last_time = time;
+  m.source_index = source_index;
+  rocksdb::WriteBatch b;
+  CL_CHECK(b.Put(family(store::kMetaState), store::kMetaState, store::encode_meta(m)).ok());
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  auto s = db_->Write(wo, &b);
+  if (!s.ok()) return io_error(s, "write meta");
+  meta_ = m;
+  std::lock_guard<std::mutex> lock(head_mu_);
+  head_.last_time = m.last_time;
+  head_.source_index = m.source_index;
+  return Status::ok();
+}
+
+Status Ledger::sync() {
+  auto s = db_->SyncWAL();
+  if (!s.ok()) return io_error(s, "sync write-ahead log");
+  return Status::ok();
+}
+
 LedgerHead Ledger::head() const {
   std::lock_guard<std::mutex> lock(head_mu_);
   return head_;

@@ -116,6 +116,16 @@ class Ledger {
   // must increase ("invalid" otherwise).
   Result<std::vector<OpOutcome>> apply(std::span<const Envelope> ops, uint64_t time, uint64_t source_index = 0);
 
+  // Records that the replicated log reached "source_index" at ledger time
+  // "time" without journaling anything (how a replica that installed a
+  // leader's state adopts the leader's head exactly).  Preconditions, as
+  // "invalid": time ≥ last_time, source_index > the stored one.
+  Status advance_to(uint64_t time, uint64_t source_index);
+
+  // Makes every applied batch durable (syncs the write-ahead log); needed
+  // before the replicated log drops entries this ledger has applied.
+  Status sync();
+
   // --- Reads: thread-safe, may run concurrently with apply(). ---
 
   LedgerHead head() const;

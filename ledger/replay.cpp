@@ -10,9 +10,7 @@ Status bad_entry(uint64_t index, const std::string& why) {
 }  // namespace
 
 JournalReplayer::JournalReplayer(Ledger* target, bool verify_signatures)
-    : target_(target), verify_signatures_(verify_signatures) {
-  CL_CHECK(target_->head().size == 0);
-}
+    : target_(target), verify_signatures_(verify_signatures), next_index_(target->head().size) {}
 
 Status JournalReplayer::add(std::string_view bytes) {
   uint64_t index = next_index_;

@@ -14,8 +14,9 @@ namespace cl {
 
 class JournalReplayer {
  public:
-  // "target" must be an empty ledger with the journal's genesis; it must
-  // outlive the replayer.  With verify_signatures, every op's signatures
+  // "target" must hold the journal's genesis and a prefix of the journal
+  // (empty, or what an earlier replay left); add() takes the entries that
+  // follow it.  It must outlive the replayer.  With verify_signatures, every op's signatures
   // are checked (an auditor's replay); without, they are trusted.
   JournalReplayer(Ledger* target, bool verify_signatures);
 
@@ -35,7 +36,7 @@ class JournalReplayer {
 
   Ledger* target_;
   bool verify_signatures_;
-  uint64_t next_index_ = 0;
+  uint64_t next_index_;
   uint64_t batch_time_ = 0;
   uint64_t batch_first_index_ = 0;
   std::vector<Envelope> batch_;
