@@ -25,6 +25,7 @@
 
 #include "api/http_client.h"
 #include "common/hex.h"
+#include "tests/integration/findings.h"
 #include "tests/integration/cluster_process.h"
 #include "tests/unit/fixture.h"
 #include "wallet/jcs.h"
@@ -41,30 +42,6 @@ double ms_since(SteadyClock::time_point t0) {
 
 std::string clip(const std::string& s, size_t n = 300) { return s.size() <= n ? s : s.substr(0, n) + "…"; }
 
-// Thread-safe list of violations: keeps the first few, counts all.
-class Findings {
- public:
-  void add(const std::string& what) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (first_.size() < 20) first_.push_back(what);
-    ++count_;
-  }
-  size_t count() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return count_;
-  }
-  std::string summary() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::string out = std::to_string(count_) + " violation(s):";
-    for (const auto& f : first_) out += "\n  - " + f;
-    return out;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::string> first_;
-  size_t count_ = 0;
-};
 
 // ---------- wallets and ops ----------
 

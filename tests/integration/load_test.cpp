@@ -30,6 +30,7 @@
 #include "common/hex.h"
 #include "ledger/ledger.h"
 #include "ledger/merkle.h"
+#include "tests/integration/findings.h"
 #include "tests/integration/node_process.h"
 #include "tests/unit/fixture.h"
 #include "wallet/codes.h"
@@ -63,30 +64,6 @@ void run_threads(size_t n, F f) {
   for (auto& t : threads) t.join();
 }
 
-// Thread-safe list of violations: keeps the first few in full, counts all.
-class Findings {
- public:
-  void add(const std::string& what) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (first_.size() < 15) first_.push_back(what);
-    ++count_;
-  }
-  size_t count() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return count_;
-  }
-  std::string summary() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::string out = std::to_string(count_) + " violation(s):";
-    for (const auto& f : first_) out += "\n  - " + f;
-    return out;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::string> first_;
-  size_t count_ = 0;
-};
 
 std::string clip(const std::string& s, size_t n = 300) { return s.size() <= n ? s : s.substr(0, n) + "…"; }
 

@@ -1,4 +1,5 @@
 #include "tests/sim/ledger_machine.h"
+#include "tests/sim/bytes.h"
 
 #define DOCTEST_CONFIG_DISABLE  // only for the fixture's genesis, keys and op builders
 #include "tests/unit/fixture.h"
@@ -21,18 +22,6 @@ namespace {
 constexpr size_t kPersonal = 4;        // wallets 2..5
 constexpr size_t kPoolOps = 3000;
 constexpr uint64_t kFunding = 1'000'000'000'000ull;
-
-void put_u64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-
-bool get_u64(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  *v = 0;
-  for (int i = 0; i < 8; ++i) *v |= uint64_t{static_cast<uint8_t>((*in)[i])} << (8 * i);
-  in->remove_prefix(8);
-  return true;
-}
 
 PoolOp pool_op(Envelope env, bool conflicting = false) {
   PoolOp p;
