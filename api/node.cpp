@@ -222,7 +222,7 @@ Status Node::start() {
     raft_ = std::move(*raft);
     Status rs = raft_->start();
     if (!rs) return rs;
-    committer_ = std::make_unique<RaftCommitter>(raft_.get(), ledger_.get());
+    committer_ = std::make_unique<RaftCommitter>(raft_.get(), ledger_.get(), state_machine_.get());
   } else {
     committer_ = std::make_unique<LocalCommitter>(ledger_.get());
   }

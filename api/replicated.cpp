@@ -49,8 +49,46 @@ std::optional<DecodedBatch> decode_batch(std::string_view data) {
 
 LedgerStateMachine::LedgerStateMachine(Ledger* ledger) : ledger_(ledger), applied_(ledger->head().source_index) {}
 
+namespace {
+// True when "data" is exactly encode_batch(time, ops).
+bool encodes(std::string_view data, uint64_t time, const std::vector<Envelope>& ops) {
+  if (data.size() < 12 || get_le(data, 0, 8) != time || get_le(data, 8, 4) != ops.size()) return false;
+  size_t at = 12;
+  for (const auto& e : ops) {
+    if (data.size() - at < 4 || get_le(data, at, 4) != e.jcs.size()) return false;
+    at += 4;
+    if (data.size() - at < e.jcs.size() || data.substr(at, e.jcs.size()) != e.jcs) return false;
+    at += e.jcs.size();
+  }
+  return at == data.size();
+}
+}  // namespace
+
+void LedgerStateMachine::remember(uint64_t time, std::vector<Envelope> ops) {
+  std::lock_guard lock(remembered_mu_);
+  remembered_.push_back(DecodedBatch{time, std::move(ops)});
+  while (remembered_.size() > kRememberMax) remembered_.pop_front();
+}
+
+std::optional<std::vector<Envelope>> LedgerStateMachine::take_remembered(std::string_view data) {
+  std::lock_guard lock(remembered_mu_);
+  for (auto it = remembered_.begin(); it != remembered_.end(); ++it) {
+    if (!encodes(data, it->time, it->ops)) continue;
+    auto ops = std::move(it->ops);
+    // Batches commit in proposal order: older ones left behind were lost.
+    remembered_.erase(remembered_.begin(), it + 1);
+    return ops;
+  }
+  return std::nullopt;
+}
+
 std::any LedgerStateMachine::apply(const raft::Entry& entry) {
-  auto batch = decode_batch(entry.data);
+  std::optional<DecodedBatch> batch;
+  if (auto ops = take_remembered(entry.data)) {
+    batch = DecodedBatch{get_le(entry.data, 0, 8), std::move(*ops)};
+  } else {
+    batch = decode_batch(entry.data);
+  }
   // Only the leader's pipeline proposes, from envelopes it decoded itself: a
   // committed entry that does not decode means corruption or a bug, and
   // replicas must not diverge over it.
@@ -78,7 +116,9 @@ Result<std::vector<OpOutcome>> RaftCommitter::commit(std::span<const Envelope> o
 
 void RaftCommitter::commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) {
   last_proposed_time_.store(std::max(last_proposed_time_.load(), time));
-  raft_->propose(encode_batch(time, ops), [done = std::move(done)](Status s, std::any result) {
+  std::string data = encode_batch(time, ops);
+  if (machine_ != nullptr) machine_->remember(time, std::move(ops));
+  raft_->propose(std::move(data), [done = std::move(done)](Status s, std::any result) {
     if (!s) return done(s);
     done(std::any_cast<std::vector<OpOutcome>>(std::move(result)));
   });

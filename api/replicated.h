@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <span>
 #include <string>
@@ -39,14 +40,30 @@ class LedgerStateMachine : public raft::StateMachine {
   // After installing a leader's state up to raft index "index".
   void installed(raft::Index index) { applied_.store(index); }
 
+  // The proposer's own decoded envelopes for a batch it is proposing: when
+  // that batch comes back committed, apply uses them instead of decoding the
+  // entry again, after checking byte for byte that the entry holds exactly
+  // these envelopes.  Bounded: the oldest are dropped past kRememberMax.
+  void remember(uint64_t time, std::vector<Envelope> ops);
+  static constexpr size_t kRememberMax = 64;
+  size_t remembered() {
+    std::lock_guard lock(remembered_mu_);
+    return remembered_.size();
+  }
+
  private:
+  std::optional<std::vector<Envelope>> take_remembered(std::string_view data);
+
   Ledger* ledger_;
   std::atomic<raft::Index> applied_;
+  std::mutex remembered_mu_;
+  std::deque<DecodedBatch> remembered_;
 };
 
 class RaftCommitter : public BatchCommitter {
  public:
-  RaftCommitter(raft::RaftNode* raft, Ledger* ledger) : raft_(raft), ledger_(ledger) {}
+  RaftCommitter(raft::RaftNode* raft, Ledger* ledger, LedgerStateMachine* machine = nullptr)
+      : raft_(raft), ledger_(ledger), machine_(machine) {}
   // Proposes the batch and waits until it is committed and applied here.
   // Errors: "not_leader", "lost", "stopped", "overloaded".
   Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override;
@@ -57,6 +74,7 @@ class RaftCommitter : public BatchCommitter {
  private:
   raft::RaftNode* raft_;
   Ledger* ledger_;
+  LedgerStateMachine* machine_;
   std::atomic<uint64_t> last_proposed_time_{0};
 };
 

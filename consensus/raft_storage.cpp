@@ -1,5 +1,7 @@
 #include "consensus/raft_storage.h"
 
+#include <limits>
+
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
@@ -92,7 +94,16 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);
   if (!s.ok()) return io(s, "open raft store " + dir);
-  return std::unique_ptr<RaftStorage>(new RaftStorage(std::unique_ptr<rocksdb::DB>(raw)));
+  std::unique_ptr<RaftStorage> st(new RaftStorage(std::unique_ptr<rocksdb::DB>(raw)));
+  std::unique_ptr<rocksdb::Iterator> it(st->db_->NewIterator(rocksdb::ReadOptions()));
+  it->SeekForPrev(entry_key(std::numeric_limits<Index>::max()));
+  if (it->Valid() && it->key().size() == 9 && it->key()[0] == kEntryPrefix) {
+    Index last = 0;
+    for (size_t i = 1; i < 9; ++i) last = (last << 8) | static_cast<uint8_t>(it->key()[i]);
+    st->last_stored_ = last;
+  }
+  if (!it->status().ok()) return io(it->status(), "scan raft log " + dir);
+  return st;
 }
 
 Result<RestoredState> RaftStorage::load() const {
@@ -137,20 +148,24 @@ Status RaftStorage::save(const Ready& rd) {
   if (!rd.snapshot && rd.entries.empty() && !rd.hard_state) return Status::ok();
   rocksdb::WriteBatch b;
   const std::string end_key(1, kEntryPrefix + 1);
+  Index last = last_stored_;
   if (rd.snapshot) {
-    CL_CHECK(b.DeleteRange(entry_key(0), end_key).ok());
+    if (last > 0) CL_CHECK(b.DeleteRange(entry_key(0), end_key).ok());
     CL_CHECK(b.Put(kSnapshotKey, encode_snapshot_meta(*rd.snapshot)).ok());
+    last = 0;
   }
   if (!rd.entries.empty()) {
     // A new leader's entries replace any conflicting suffix we stored.
-    CL_CHECK(b.DeleteRange(entry_key(rd.entries.front().index), end_key).ok());
+    if (rd.entries.front().index <= last) CL_CHECK(b.DeleteRange(entry_key(rd.entries.front().index), end_key).ok());
     for (const auto& e : rd.entries) CL_CHECK(b.Put(entry_key(e.index), encode_entry(e)).ok());
+    last = rd.entries.back().index;
   }
   if (rd.hard_state) CL_CHECK(b.Put(kHardStateKey, encode_hard_state(*rd.hard_state)).ok());
   rocksdb::WriteOptions wo;
   wo.sync = true;
   auto s = db_->Write(wo, &b);
   if (!s.ok()) return io(s, "persist raft state");
+  last_stored_ = last;
   return Status::ok();
 }
 

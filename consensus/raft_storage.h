@@ -43,6 +43,10 @@ class RaftStorage {
  private:
   explicit RaftStorage(std::unique_ptr<rocksdb::DB> db);
   std::unique_ptr<rocksdb::DB> db_;
+  // Highest entry index stored (0: none).  Appends past it need no range
+  // delete: a range tombstone per write would pile up in the memtable and
+  // slow every later read, write and flush.
+  Index last_stored_ = 0;
 };
 
 // Encodings of the small records (little-endian fields, trailing CRC-32C).

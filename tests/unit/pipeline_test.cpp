@@ -5,6 +5,7 @@
 
 #include "api/metrics.h"
 #include "api/pipeline.h"
+#include "api/replicated.h"
 #include "tests/unit/fixture.h"
 
 using namespace cl;
@@ -140,4 +141,45 @@ TEST_CASE("pipeline answers 'not committed' for every op when the committer fail
   auto [o, st] = s.f.get();
   CHECK_FALSE(st.is_ok());
   CHECK(st.code() == "io");
+}
+
+TEST_CASE("replicated apply reuses the proposer's decoded envelopes only for the exact same entry bytes") {
+  TempDir dir_a, dir_b;
+  auto a = open_ledger(dir_a.path());
+  auto b = open_ledger(dir_b.path());
+  OpFactory f;
+  WalletId w1 = make_id(1, 0x11), w2 = make_id(2, 0x11);
+  std::vector<Envelope> first = {f.open_wallet(w1, seed_key(0x31)), f.issue(w1, 70)};
+  std::vector<Envelope> other = {f.open_wallet(w2, seed_key(0x32)), f.issue(w2, 5)};
+  api::LedgerStateMachine leader(a.get()), follower(b.get());
+
+  // The leader remembers "other" too: an entry holding "first" must not pick it.
+  leader.remember(1000, other);
+  leader.remember(1000, first);
+  raft::Entry e{.term = 1, .index = 1, .type = raft::EntryType::kNormal, .data = api::encode_batch(1000, first)};
+  auto from_cache = std::any_cast<std::vector<OpOutcome>>(leader.apply(e));
+  auto decoded = std::any_cast<std::vector<OpOutcome>>(follower.apply(e));
+  CHECK(leader.remembered() == 0);  // used, and the older unmatched batch dropped
+  REQUIRE(from_cache.size() == 2);
+  REQUIRE(decoded.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(from_cache[i].code == decoded[i].code);
+    CHECK(from_cache[i].receipt.leaf_hash == decoded[i].receipt.leaf_hash);
+  }
+  CHECK(a->head().root == b->head().root);
+  CHECK(balance(*a, w1) == 70);
+  CHECK_FALSE(a->wallet(w2)->has_value());
+
+  // Nothing remembered matches: the entry is decoded.
+  leader.remember(2000, first);
+  raft::Entry e2{.term = 1, .index = 2, .type = raft::EntryType::kNormal, .data = api::encode_batch(2000, other)};
+  leader.apply(e2);
+  follower.apply(e2);
+  CHECK(balance(*a, w2) == 5);
+  CHECK(a->head().root == b->head().root);
+  CHECK(leader.remembered() == 1);
+
+  // Bounded: never more than kRememberMax batches kept.
+  for (int i = 0; i < 200; ++i) leader.remember(3000 + i, first);
+  CHECK(leader.remembered() == api::LedgerStateMachine::kRememberMax);
 }
