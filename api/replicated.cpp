@@ -1,5 +1,6 @@
 #include "api/replicated.h"
 
+#include <cstring>
 #include <future>
 
 namespace cl::api {
@@ -7,43 +8,166 @@ namespace {
 void put_u32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
+void put_u64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
 uint64_t get_le(std::string_view b, size_t at, int bytes) {
   uint64_t v = 0;
   for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(b[at + i]);
   return v;
 }
+template <size_t N>
+void put_bytes(std::string* out, const std::array<uint8_t, N>& a) {
+  out->append(reinterpret_cast<const char*>(a.data()), N);
+}
+void put_text(std::string* out, std::string_view t) {
+  put_u32(out, static_cast<uint32_t>(t.size()));
+  out->append(t);
+}
+
+// Bounds-checked reader: any overrun sets ok = false and yields zeros.
+struct Reader {
+  std::string_view b;
+  size_t at = 0;
+  bool ok = true;
+  bool need(size_t n) {
+    if (!ok || b.size() - at < n) ok = false;
+    return ok;
+  }
+  uint64_t u(int bytes) {
+    if (!need(static_cast<size_t>(bytes))) return 0;
+    uint64_t v = get_le(b, at, bytes);
+    at += static_cast<size_t>(bytes);
+    return v;
+  }
+  template <size_t N>
+  void bytes(std::array<uint8_t, N>* a) {
+    if (!need(N)) return;
+    std::memcpy(a->data(), b.data() + at, N);
+    at += N;
+  }
+  std::string_view view(size_t n) {
+    if (!need(n)) return {};
+    auto v = b.substr(at, n);
+    at += n;
+    return v;
+  }
+  std::string text(size_t max) {
+    uint64_t n = u(4);
+    if (n > max) ok = false;
+    return std::string(view(ok ? n : 0));
+  }
+};
+
+constexpr size_t kTextBytesMax = 4 * kTextCharsMax;
+enum : uint8_t { kHasExpires = 1, kHasMaxBalance = 2, kHasMemo = 4 };
+
+// The decoded fields of one envelope; its canonical bytes travel beside them.
+void put_fields(std::string* out, const Envelope& e) {
+  const OpBody& b = e.body;
+  // body_jcs sits inside jcs, right after {"body": (see decode_envelope_json).
+  constexpr std::string_view kHead = "{\"body\":";
+  CL_CHECK_MSG(e.jcs.size() >= kHead.size() + e.body_jcs.size() && e.jcs.starts_with(kHead) &&
+                   std::string_view(e.jcs).substr(kHead.size(), e.body_jcs.size()) == e.body_jcs,
+               "envelope canonical bytes do not embed its body");
+  out->push_back(static_cast<char>(b.type));
+  out->push_back(static_cast<char>(b.kind));
+  out->push_back(static_cast<char>((b.expires_at ? kHasExpires : 0) | (b.max_balance ? kHasMaxBalance : 0) |
+                                   (b.memo ? kHasMemo : 0)));
+  put_bytes(out, b.id);
+  put_bytes(out, b.wallet);
+  put_bytes(out, b.from);
+  put_bytes(out, b.to);
+  put_bytes(out, b.key);
+  put_u64(out, b.expires_at.value_or(0));
+  put_u64(out, b.max_balance.value_or(0));
+  put_u64(out, b.amount);
+  put_u64(out, b.tap_at);
+  put_text(out, b.chain);
+  put_text(out, b.gate);
+  put_text(out, b.program);
+  put_text(out, b.reference);
+  put_text(out, b.memo.value_or(""));
+  put_text(out, b.reason);
+  out->push_back(static_cast<char>(e.signatures.size()));
+  for (const auto& s : e.signatures) {
+    put_bytes(out, s.key);
+    put_bytes(out, s.sig);
+  }
+  put_u32(out, static_cast<uint32_t>(e.body_jcs.size()));
+}
+
+std::optional<Envelope> read_envelope(Reader* r) {
+  Envelope e;
+  e.jcs = std::string(r->view(r->u(4)));
+  OpBody& b = e.body;
+  uint64_t type = r->u(1), kind = r->u(1), flags = r->u(1);
+  if (type > static_cast<uint64_t>(OpType::kRotateKey) || kind > static_cast<uint64_t>(WalletKind::kAgency) ||
+      flags > 7)
+    return std::nullopt;
+  b.type = static_cast<OpType>(type);
+  b.kind = static_cast<WalletKind>(kind);
+  r->bytes(&b.id);
+  r->bytes(&b.wallet);
+  r->bytes(&b.from);
+  r->bytes(&b.to);
+  r->bytes(&b.key);
+  uint64_t expires = r->u(8), max_balance = r->u(8);
+  if (flags & kHasExpires) b.expires_at = expires;
+  if (flags & kHasMaxBalance) b.max_balance = max_balance;
+  b.amount = r->u(8);
+  b.tap_at = r->u(8);
+  b.chain = r->text(kChainCharsMax);
+  b.gate = r->text(kTextBytesMax);
+  b.program = r->text(kTextBytesMax);
+  b.reference = r->text(kTextBytesMax);
+  std::string memo = r->text(kTextBytesMax);
+  if (flags & kHasMemo) b.memo = std::move(memo);
+  b.reason = r->text(kTextBytesMax);
+  uint64_t nsig = r->u(1);
+  if (nsig == 0 || nsig > kSignaturesMax) return std::nullopt;
+  e.signatures.resize(nsig);
+  for (auto& s : e.signatures) {
+    r->bytes(&s.key);
+    r->bytes(&s.sig);
+  }
+  uint64_t body_len = r->u(4);
+  constexpr size_t kHead = 8;  // {"body":
+  if (!r->ok || e.jcs.size() < kHead + body_len) return std::nullopt;
+  e.body_jcs = e.jcs.substr(kHead, body_len);
+  e.body_hash = sha256(e.body_jcs);
+  return e;
+}
 }  // namespace
 
 std::string encode_batch(uint64_t time, std::span<const Envelope> ops) {
   std::string out;
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((time >> (8 * i)) & 0xff));
+  size_t bytes = 12;
+  for (const auto& e : ops) bytes += 4 + e.jcs.size() + 256;
+  out.reserve(bytes);
+  put_u64(&out, time);
   put_u32(&out, static_cast<uint32_t>(ops.size()));
   for (const auto& e : ops) {
     put_u32(&out, static_cast<uint32_t>(e.jcs.size()));
     out.append(e.jcs);
+    put_fields(&out, e);
   }
   return out;
 }
 
 std::optional<DecodedBatch> decode_batch(std::string_view data) {
-  if (data.size() < 12) return std::nullopt;
+  Reader r{data};
   DecodedBatch b;
-  b.time = get_le(data, 0, 8);
-  uint64_t n = get_le(data, 8, 4);
-  if (n > kApplyBatchOpsMax) return std::nullopt;
-  size_t at = 12;
+  b.time = r.u(8);
+  uint64_t n = r.u(4);
+  if (!r.ok || n > kApplyBatchOpsMax) return std::nullopt;
+  b.ops.reserve(n);
   for (uint64_t i = 0; i < n; ++i) {
-    if (data.size() - at < 4) return std::nullopt;
-    uint64_t len = get_le(data, at, 4);
-    at += 4;
-    if (data.size() - at < len) return std::nullopt;
-    Rejection r;
-    auto env = decode_envelope(data.substr(at, len), &r);
-    if (!env) return std::nullopt;
-    b.ops.push_back(std::move(*env));
-    at += len;
+    auto e = read_envelope(&r);
+    if (!e) return std::nullopt;
+    b.ops.push_back(std::move(*e));
   }
-  if (at != data.size()) return std::nullopt;
+  if (!r.ok || r.at != data.size()) return std::nullopt;
   return b;
 }
 
@@ -53,14 +177,7 @@ namespace {
 // True when "data" is exactly encode_batch(time, ops).
 bool encodes(std::string_view data, uint64_t time, const std::vector<Envelope>& ops) {
   if (data.size() < 12 || get_le(data, 0, 8) != time || get_le(data, 8, 4) != ops.size()) return false;
-  size_t at = 12;
-  for (const auto& e : ops) {
-    if (data.size() - at < 4 || get_le(data, at, 4) != e.jcs.size()) return false;
-    at += 4;
-    if (data.size() - at < e.jcs.size() || data.substr(at, e.jcs.size()) != e.jcs) return false;
-    at += e.jcs.size();
-  }
-  return at == data.size();
+  return data == encode_batch(time, ops);
 }
 }  // namespace
 

@@ -17,7 +17,13 @@
 
 namespace cl::api {
 
-// Batch entry data: u64 time | u32 n | n × (u32 len | envelope JCS), little-endian.
+// Batch entry data, little-endian:
+//   u64 time | u32 n | n × (u32 len | envelope JCS | decoded fields)
+// The decoded fields (type, ids, amounts, texts, signers, the length of the
+// body inside the JCS) spare every replica a JSON parse per op: the leader
+// decoded and verified each envelope from its JCS once, and replicas apply
+// exactly what the leader applies (Raft trusts its leader; auditors re-derive
+// everything from the journal's JCS alone).
 std::string encode_batch(uint64_t time, std::span<const Envelope> ops);
 struct DecodedBatch {
   uint64_t time = 0;

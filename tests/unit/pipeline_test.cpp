@@ -183,3 +183,46 @@ TEST_CASE("replicated apply reuses the proposer's decoded envelopes only for the
   for (int i = 0; i < 200; ++i) leader.remember(3000 + i, first);
   CHECK(leader.remembered() == api::LedgerStateMachine::kRememberMax);
 }
+
+TEST_CASE("replicated batch encoding round-trips every op type and refuses damaged bytes") {
+  OpFactory f;
+  KeyPair alice = seed_key(0x21), agency = seed_key(0x22);
+  WalletId a = make_id(1, 0x11), b = make_id(2, 0x11);
+  std::vector<Envelope> ops = {f.open_wallet(a, alice, WalletKind::kTransit, 5000), f.issue(a, 10),
+                               f.redeem(a, alice, 1), f.transfer(a, alice, b, 2), f.fare(a, alice, b, 3, "gate-7 ✓"),
+                               f.payout(a, agency, b, 4, "birth", "ref-1"), f.freeze(a), f.freeze(a, false),
+                               f.rotate_key(a, agency)};
+  OpBody memo_body = ops[3].body;
+  memo_body.memo = "rent";
+  memo_body.expires_at = 1'900'000'000'000;
+  ops.push_back(sign_envelope(memo_body, {&alice}));
+  std::string data = api::encode_batch(42, ops);
+  auto decoded = api::decode_batch(data);
+  REQUIRE(decoded.has_value());
+  CHECK(decoded->time == 42);
+  REQUIRE(decoded->ops.size() == ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    // What a replica gets equals what decoding the canonical JSON gives.
+    Rejection r;
+    auto from_json = decode_envelope(ops[i].jcs, &r);
+    REQUIRE(from_json.has_value());
+    const Envelope& got = decoded->ops[i];
+    CHECK(jcs(body_to_json(got.body)) == jcs(body_to_json(from_json->body)));
+    CHECK(got.body.kind == from_json->body.kind);
+    CHECK(got.jcs == from_json->jcs);
+    CHECK(got.body_jcs == from_json->body_jcs);
+    CHECK(got.body_hash == from_json->body_hash);
+    REQUIRE(got.signatures.size() == from_json->signatures.size());
+    for (size_t s = 0; s < got.signatures.size(); ++s) {
+      CHECK(got.signatures[s].key == from_json->signatures[s].key);
+      CHECK(got.signatures[s].sig == from_json->signatures[s].sig);
+    }
+  }
+  // Every truncation, and trailing bytes, are refused rather than misread.
+  for (size_t len = 0; len < data.size(); len += 7) CHECK_FALSE(api::decode_batch(data.substr(0, len)).has_value());
+  CHECK_FALSE(api::decode_batch(data + "x").has_value());
+  // An op count beyond the apply limit is refused before reading further.
+  std::string huge = data;
+  huge[8] = huge[9] = huge[10] = huge[11] = '\xff';
+  CHECK_FALSE(api::decode_batch(huge).has_value());
+}
