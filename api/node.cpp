@@ -3,6 +3,7 @@
 #include <charconv>
 #include <future>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "api/log.h"
@@ -208,6 +209,10 @@ Status Node::start() {
       if (in_genesis && !(config_.join && p.id == config_.node_id)) ro.voters.push_back(p.id);
       ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
     }
+    load_members();
+    for (const auto& p : peers())
+      if (!ro.peers.contains(p.id)) ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
+    ro.on_conf_change = [this](const raft::ConfChange& cc) { return on_conf_change(cc); };
     ro.dir = config_.data_dir + "/raft";
     ro.compact_every = config_.limits.raft_compact_entries;
     ro.fetch_snapshot = [this](const raft::SnapshotRequest& req) -> Result<raft::SnapshotMeta> {
@@ -295,6 +300,19 @@ void Node::hand_off_leadership() {
   log_event(LogLevel::kInfo, "leadership_handed_off", {{"to", std::to_string(best)}});
 }
 
+namespace {
+Json member_json(const PeerConfig& p) { return {{"id", p.id}, {"api", p.api.to_string()}, {"raft", p.raft.to_string()}}; }
+std::optional<PeerConfig> member_from_json(const Json& j) {
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_number_unsigned() || !j.contains("api") ||
+      !j["api"].is_string() || !j.contains("raft") || !j["raft"].is_string())
+    return std::nullopt;
+  auto api = parse_endpoint(j["api"].get<std::string>());
+  auto raft = parse_endpoint(j["raft"].get<std::string>());
+  if (!api || !raft || j["id"].get<uint64_t>() == 0) return std::nullopt;
+  return PeerConfig{j["id"].get<uint64_t>(), *raft, *api};
+}
+}  // namespace
+
 Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
   PeerConfig leader;
   for (const auto& p : peers())
@@ -349,6 +367,17 @@ Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
       if (!a) return a;
     }
     state_machine_->installed(meta.index);
+    // Members added before the compacted point: learn their addresses from
+    // the leader (the entries that carried them are gone).
+    if (auto c = client.request("GET", "/v1/cluster", "", "application/json"); c && c->status == 200) {
+      auto doc = parse_json_strict(c->body);
+      if (doc && doc->is_object() && doc->contains("peers") && (*doc)["peers"].is_array())
+        for (const auto& j : (*doc)["peers"]) {
+          auto peer = member_from_json(j);
+          if (peer && peer->id != config_.node_id && learn_member(*peer))
+            raft_->set_peer_address(peer->id, raft::PeerAddress{peer->raft.host, peer->raft.port});
+        }
+    }
     log_event(LogLevel::kInfo, "catch_up_done",
               {{"raft_index", std::to_string(meta.index)}, {"journal_size", std::to_string(ledger_->head().size)},
                {"root", to_hex(ledger_->head().root)}});
@@ -704,6 +733,76 @@ Response Node::get_supply(const Request& req) {
   return json_response(req, 200, {{"issued", s.issued}, {"redeemed", s.redeemed}, {"outstanding", s.outstanding()}});
 }
 
+
+void Node::load_members() {
+  std::ifstream in(config_.data_dir + "/members.json");
+  if (!in) return;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto doc = parse_json_strict(text);
+  if (!doc || !doc->is_array()) {
+    log_event(LogLevel::kWarn, "members_file_ignored", {{"file", config_.data_dir + "/members.json"}});
+    return;
+  }
+  std::lock_guard<std::mutex> lock(members_mu_);
+  for (const auto& j : *doc)
+    if (auto p = member_from_json(j)) added_peers_.push_back(*p);
+}
+
+void Node::save_members_locked() {
+  Json all = Json::array();
+  for (const auto& p : added_peers_) all.push_back(member_json(p));
+  std::string path = config_.data_dir + "/members.json", tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << all.dump() << "\n";
+    out.flush();
+    if (!out) {
+      log_event(LogLevel::kError, "members_file_write_failed", {{"file", tmp}});
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) log_event(LogLevel::kError, "members_file_write_failed", {{"file", path}, {"error", ec.message()}});
+}
+
+bool Node::learn_member(const PeerConfig& peer) {
+  for (const auto& q : config_.peers)
+    if (q.id == peer.id) return false;
+  std::lock_guard<std::mutex> lock(members_mu_);
+  for (auto& q : added_peers_) {
+    if (q.id != peer.id) continue;
+    if (q.api.to_string() == peer.api.to_string() && q.raft.to_string() == peer.raft.to_string()) return true;
+    q = peer;
+    save_members_locked();
+    return true;
+  }
+  added_peers_.push_back(peer);
+  save_members_locked();
+  return true;
+}
+
+void Node::forget_member(uint64_t id) {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  auto it = std::find_if(added_peers_.begin(), added_peers_.end(), [id](const PeerConfig& p) { return p.id == id; });
+  if (it == added_peers_.end()) return;
+  added_peers_.erase(it);
+  save_members_locked();
+}
+
+std::optional<raft::PeerAddress> Node::on_conf_change(const raft::ConfChange& cc) {
+  if (cc.type == raft::ConfChangeType::kRemoveNode) {
+    forget_member(cc.node);
+    return std::nullopt;
+  }
+  auto doc = parse_json_strict(cc.context);
+  std::optional<PeerConfig> peer;
+  if (doc) peer = member_from_json(*doc);
+  if (!peer || peer->id != cc.node) return std::nullopt;  // added without addresses (e.g. by an older build)
+  learn_member(*peer);
+  return raft::PeerAddress{peer->raft.host, peer->raft.port};
+}
+
 std::vector<PeerConfig> Node::peers() {
   std::vector<PeerConfig> all = config_.peers;
   std::lock_guard<std::mutex> lock(members_mu_);
@@ -744,15 +843,12 @@ void Node::change_members(Request&& req, Respond respond, std::string_view membe
     peer.id = id;
   }
   auto shared = std::make_shared<Request>(std::move(req));
-  raft_->change_membership(type, peer.id, raft::PeerAddress{peer.raft.host, peer.raft.port},
+  std::string context = type == raft::ConfChangeType::kAddNode ? member_json(peer).dump() : std::string();
+  raft_->change_membership(type, peer.id, raft::PeerAddress{peer.raft.host, peer.raft.port}, std::move(context),
                            [this, shared, respond, peer, type](Status s) {
     if (!s) {
       int status = s.code() == "conf_pending" ? 409 : s.code() == "invalid" ? 400 : 503;
       return respond(problem(*shared, status, s.code(), s.message()));
-    }
-    if (type == raft::ConfChangeType::kAddNode) {
-      std::lock_guard<std::mutex> lock(members_mu_);
-      added_peers_.push_back(peer);
     }
     log_event(LogLevel::kInfo, "membership_changed",
               {{"change", type == raft::ConfChangeType::kAddNode ? "add" : "remove"}, {"node", std::to_string(peer.id)}});

@@ -77,10 +77,20 @@ class Node {
   // Installs the leader's state (journal entries and head) after the leader
   // compacted what this replica needs (raft::SnapshotFetcher).
   Result<raft::SnapshotMeta> fetch_state(const raft::SnapshotRequest& req);
-  // Peers added at run time (POST /v1/cluster/members on this leader).
+  // Peers added at run time: every replica learns them from the committed
+  // configuration change (its context carries the addresses) or, after a
+  // state install, from the leader's /v1/cluster; kept in
+  // <data_dir>/members.json across restarts.
   std::mutex members_mu_;
   std::vector<PeerConfig> added_peers_;  // guarded by members_mu_
-  std::vector<PeerConfig> peers() ;
+  std::vector<PeerConfig> peers();
+  void load_members();
+  // Records (or forgets) a member added at run time; returns false when the
+  // member is a configured peer (nothing to record).
+  bool learn_member(const PeerConfig& peer);
+  void forget_member(uint64_t id);
+  void save_members_locked();
+  std::optional<raft::PeerAddress> on_conf_change(const raft::ConfChange& cc);
   // Writes and linearizable reads on a follower: 307 to the leader, or 503
   // while no leader is known.  Returns true if it answered.
   bool redirect_unless_leader(const Request& req, const Respond& respond);

@@ -216,6 +216,7 @@ std::string encode_conf_change(const ConfChange& cc) {
   w.u8(static_cast<uint8_t>(cc.type));
   w.u64(cc.node);
   write_voters(w, cc.after);
+  if (!cc.context.empty()) w.bytes(cc.context);
   return out;
 }
 
@@ -230,7 +231,12 @@ Result<ConfChange> decode_conf_change(std::string_view bytes) {
   cc.type = static_cast<ConfChangeType>(type);
   cc.node = r.u64();
   if (!r.ok() || cc.node == kNoNode) return Status::error("invalid", "conf change: bad node");
-  if (!read_voters(r, &cc.after) || !r.done()) return Status::error("invalid", "conf change: bad voters");
+  if (!read_voters(r, &cc.after)) return Status::error("invalid", "conf change: bad voters");
+  if (!r.done()) {
+    if (r.remaining() < 4 || r.remaining() - 4 > kConfContextMax) return Status::error("invalid", "conf change: bad context");
+    cc.context = r.bytes();
+    if (!r.done() || cc.context.empty()) return Status::error("invalid", "conf change: bad context");
+  }
   return cc;
 }
 

@@ -23,6 +23,7 @@
 //
 // ConfChange (the data of a kConfChange entry):
 //   u8 version(=1) | u8 type | u64 node | u32 n | n × u64 voter (ascending, unique, non-zero)
+//   [| u32 len | len bytes of context (≤ kConfContextMax)]   (absent: empty context)
 #pragma once
 
 #include <cstddef>

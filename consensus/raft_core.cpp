@@ -741,10 +741,11 @@ Result<Index> RaftCore::propose(std::string data) {
   return log_.last_index();
 }
 
-Result<Index> RaftCore::propose_conf_change(ConfChangeType type, NodeId node) {
+Result<Index> RaftCore::propose_conf_change(ConfChangeType type, NodeId node, std::string context) {
   if (role_ != Role::kLeader) return Status::error("not_leader", "only the leader changes membership");
   if (lead_transferee_ != kNoNode) return Status::error("transferring", "leadership transfer in progress");
   if (node == kNoNode) return invalid("node id must be non-zero");
+  if (context.size() > kConfContextMax) return invalid("conf change context too large");
   // One change at a time (§4.1): the next may start only once the previous
   // is committed.
   if (conf_index_ > commit_) return Status::error("conf_pending", "another membership change is uncommitted");
@@ -758,6 +759,7 @@ Result<Index> RaftCore::propose_conf_change(ConfChangeType type, NodeId node) {
   cc.type = type;
   cc.node = node;
   cc.after = conf_;
+  cc.context = std::move(context);
   auto& v = cc.after.voters;
   if (type == ConfChangeType::kAddNode) {
     if (conf_.contains(node)) return invalid("node is already a voter");

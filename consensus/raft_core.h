@@ -158,7 +158,7 @@ class RaftCore {
   // change takes effect on every server as soon as the entry is appended to
   // its log.  Errors: "not_leader", "transferring", "conf_pending" (a change
   // is uncommitted, or no entry of this term is committed yet), "invalid".
-  Result<Index> propose_conf_change(ConfChangeType type, NodeId node);
+  Result<Index> propose_conf_change(ConfChangeType type, NodeId node, std::string context = {});
 
   // Leader only: starts a linearizable read.  Once a quorum confirms this
   // server is still leader, Ready::read_states carries {commit index now, ctx}.

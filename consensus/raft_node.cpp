@@ -6,6 +6,8 @@
 #include <future>
 #include <random>
 
+#include "consensus/codec.h"
+
 namespace cl::raft {
 
 RaftNode::RaftNode(RaftNodeOptions options, StateMachine* sm, std::unique_ptr<RaftStorage> storage,
@@ -122,10 +124,15 @@ void RaftNode::transfer_leadership(NodeId to, Done done) {
   post([this, to, done = std::move(done)] { done(core_->transfer_leadership(to)); });
 }
 
-void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress address, Done done) {
-  post([this, type, node, address, done = std::move(done)]() mutable {
+void RaftNode::set_peer_address(NodeId node, PeerAddress address) {
+  post([this, node, address] { transport_->set_peer(node, address); });
+}
+
+void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress address, std::string context,
+                                 Done done) {
+  post([this, type, node, address, context = std::move(context), done = std::move(done)]() mutable {
     if (type == ConfChangeType::kAddNode) transport_->set_peer(node, address);
-    auto index = core_->propose_conf_change(type, node);
+    auto index = core_->propose_conf_change(type, node, std::move(context));
     if (!index) return done(index.status());
     conf_changes_[*index] = std::move(done);
   });
@@ -168,6 +175,11 @@ void RaftNode::handle_ready() {
   CL_CHECK_MSG(s.is_ok(), s.to_string().c_str());
   for (const auto& m : rd.messages) transport_->send(m);
   for (const auto& e : rd.committed_entries) {
+    if (e.type == EntryType::kConfChange && options_.on_conf_change) {
+      auto cc = decode_conf_change(e.data);
+      CL_CHECK_MSG(cc.is_ok(), "committed configuration change does not decode");
+      if (auto address = options_.on_conf_change(*cc)) transport_->set_peer(cc->node, *address);
+    }
     if (e.index <= sm_->applied_index()) continue;  // already durable in the state machine (restart)
     std::any result;
     if (e.type == EntryType::kNormal) result = sm_->apply(e);

@@ -62,6 +62,11 @@ struct RaftNodeOptions {
   // state from fetch_snapshot instead.
   uint64_t compact_every = 10000;
   SnapshotFetcher fetch_snapshot;
+  // Called on the Raft thread for every committed configuration change this
+  // node reaches in its log (again after a restart: it must be idempotent).
+  // A returned address is where the transport reaches cc.node from now on,
+  // so every replica, and any later leader, knows a member added at run time.
+  std::function<std::optional<PeerAddress>(const ConfChange& cc)> on_conf_change;
 };
 
 struct RaftStatus {
@@ -92,7 +97,10 @@ class RaftNode {
   // leader) confirmed its leadership and applied everything committed before.
   void read_barrier(Done done);
   void transfer_leadership(NodeId to, Done done);
-  void change_membership(ConfChangeType type, NodeId node, PeerAddress address, Done done);
+  // Where the transport reaches "node" from now on.
+  void set_peer_address(NodeId node, PeerAddress address);
+  // "context" travels in the log entry to every replica (on_conf_change).
+  void change_membership(ConfChangeType type, NodeId node, PeerAddress address, std::string context, Done done);
 
   RaftStatus status() const;
   // The term and configuration at "index" (for a peer that installs state

@@ -71,10 +71,16 @@ struct SnapshotMeta {
 // kConfChange entry at or before it.
 enum class ConfChangeType : uint8_t { kAddNode = 0, kRemoveNode = 1 };
 
+constexpr size_t kConfContextMax = 1024;
+
 struct ConfChange {
   ConfChangeType type = ConfChangeType::kAddNode;
   NodeId node = kNoNode;
   ConfState after;
+  // Opaque to Raft (at most kConfContextMax bytes): what the application
+  // needs every replica to learn with the change, e.g. the new member's
+  // addresses.
+  std::string context;
 
   bool operator==(const ConfChange&) const = default;
 };

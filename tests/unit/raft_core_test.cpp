@@ -912,3 +912,35 @@ TEST_CASE("membership changes encode the resulting configuration and refuse malf
   std::swap(bytes[14], bytes[22]);
   CHECK_FALSE(decode_conf_change(bytes).is_ok());
 }
+
+TEST_CASE("membership changes carry an opaque context to every replica, bounded in size") {
+  ConfChange plain{ConfChangeType::kAddNode, 4, ConfState{{1, 2, 3, 4}}};
+  ConfChange with = plain;
+  with.context = R"({"api":"127.0.0.1:8084","id":4,"raft":"127.0.0.1:9084"})";
+  CHECK(*decode_conf_change(encode_conf_change(with)) == with);
+  // A change without context encodes exactly as before contexts existed.
+  CHECK(decode_conf_change(encode_conf_change(plain))->context.empty());
+  std::string bytes = encode_conf_change(with);
+  CHECK_FALSE(decode_conf_change(bytes.substr(0, bytes.size() - 1)).is_ok());
+  CHECK_FALSE(decode_conf_change(bytes + "x").is_ok());
+  ConfChange huge = plain;
+  huge.context.assign(kConfContextMax + 1, 'x');
+  CHECK_FALSE(decode_conf_change(encode_conf_change(huge)).is_ok());
+
+  // The leader refuses an oversized context; a normal one reaches every log.
+  Net net(3, nullptr, /*spares=*/1);
+  net.elect(1);
+  net.propose(1, "before");
+  net.stabilize();
+  CHECK(net.core(1).propose_conf_change(ConfChangeType::kAddNode, 4, std::string(kConfContextMax + 1, 'x')).status().code() ==
+        "invalid");
+  REQUIRE(net.core(1).propose_conf_change(ConfChangeType::kAddNode, 4, with.context).is_ok());
+  net.stabilize();
+  net.heartbeat(1);
+  for (NodeId id : {2, 3, 4}) {
+    CHECK(net.log_of(id) == net.log_of(1));
+    auto last = net.log_of(id).back();
+    REQUIRE(last.type == EntryType::kConfChange);
+    CHECK(decode_conf_change(last.data)->context == with.context);
+  }
+}
