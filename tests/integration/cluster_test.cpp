@@ -978,5 +978,183 @@ TEST_CASE("a leader cut off by a network partition under load acknowledges nothi
   CHECK_FALSE(fresh.replay);
 }
 
+// A 4th node joins a running 3-node cluster (config "join": true, added by
+// POST /v1/cluster/members on the leader): it catches up, serves stale
+// reads, every node's /v1/cluster lists it, and after the leader that added
+// it is SIGKILLed it keeps replicating (with 4 voters, 3 survivors are the
+// quorum, so nothing commits without it).  The Cluster is made for 4 nodes,
+// then its files are rewritten: genesis and the configs of nodes 1-3 name
+// only nodes 1-3; node 4's config lists all 4 and joins.
+TEST_CASE("a 4th node added live catches up, serves reads, and keeps following after the leader that added it dies") {
+  constexpr uint64_t kNew = 4;
+  constexpr size_t kBefore = 3000, kAfterAdd = 1500, kAfterKill = 1500;
+  Cluster c(4);
+  const std::string cfg1 = c.config_path(1);
+  write_text(cfg1.substr(0, cfg1.rfind('/')) + "/genesis.json", cluster_genesis_json(3));
+  for (uint64_t id : c.ids()) {
+    Json cfg = Json::parse(read_file(c.config_path(id)));
+    if (id == kNew) {
+      cfg["join"] = true;
+    } else {
+      Json peers = Json::array();
+      for (const auto& p : cfg["peers"])
+        if (p["id"].get<uint64_t>() != kNew) peers.push_back(p);
+      cfg["peers"] = peers;
+    }
+    write_text(c.config_path(id), cfg.dump());
+  }
+  const std::string new_raft = Json::parse(read_file(c.config_path(kNew)))["raft"].get<std::string>();
+  const std::vector<uint64_t> originals = {1, 2, 3};
+  for (uint64_t id : originals) c.start(id);
+  c.wait_for_leader(milliseconds(10000));
+
+  OpFactory setup("msk-demo", 0x71);
+  Wallets w = make_wallets(setup, 30, 10'000'000);
+  submit_batches(c, w.opens);
+  submit_batches(c, w.issues);
+  OpFactory f("msk-demo", 0x72);
+  std::map<WalletId, uint64_t> expected;
+  const std::vector<Envelope> all_ops = make_load(f, w, kBefore + kAfterAdd + kAfterKill, &expected);
+  const std::vector<Envelope> ops_a(all_ops.begin(), all_ops.begin() + kBefore);
+  const std::vector<Envelope> ops_b(all_ops.begin() + kBefore, all_ops.begin() + kBefore + kAfterAdd);
+  const std::vector<Envelope> ops_c(all_ops.begin() + kBefore + kAfterAdd, all_ops.end());
+  auto run_load = [&](const std::vector<Envelope>& ops, const std::string& phase) {
+    auto run = std::make_unique<LoadRun>(c, ops, 8, std::chrono::seconds(10));
+    run->join();
+    MESSAGE(phase << ": " << run->acked() << " of " << ops.size() << " acknowledged in " << run->elapsed_ms()
+                  << " ms, " << run->retries() << " retries");
+    CHECK_MESSAGE(run->findings().count() == 0, phase << ": " << run->findings().summary() << "\n" << c.logs());
+    CHECK_MESSAGE(run->acked() == ops.size(), phase << ": only " << run->acked() << " of " << ops.size()
+                                                    << " ops acknowledged");
+    return run;
+  };
+
+  // 1. Ops on the 3 nodes; node 4 starts (it knows no leader: it is no
+  // member yet) and is added on the leader; more ops.
+  auto load_a = run_load(ops_a, "before the add");
+  const uint64_t adder = c.wait_for_leader();
+  c.start(kNew);
+  const std::string member = Json{{"id", kNew}, {"api", c.api_addr(kNew)}, {"raft", new_raft}}.dump();
+  for (uint64_t id : originals) {  // a follower redirects the change to the leader, changing nothing
+    if (id == adder) continue;
+    api::HttpClient hc("127.0.0.1", c.api_port(id), 5000);
+    auto r = hc.request("POST", "/v1/cluster/members", member);
+    REQUIRE_MESSAGE(r.is_ok(), "POST /v1/cluster/members on follower " << id << ": " << r.status().to_string());
+    CHECK_MESSAGE(r->status == 307, "follower " << id << " answered " << r->status << " " << clip(r->body));
+    CHECK(r->header("location") == c.url(adder) + "/v1/cluster/members");
+    break;
+  }
+  {
+    auto t0 = SteadyClock::now();
+    api::HttpClient hc("127.0.0.1", c.api_port(adder), 10000);
+    auto r = hc.request("POST", "/v1/cluster/members", member);
+    REQUIRE_MESSAGE(r.is_ok(), "POST /v1/cluster/members on leader " << adder << ": " << r.status().to_string() << "\n"
+                                                                     << c.logs());
+    REQUIRE_MESSAGE(r->status == 200, "POST /v1/cluster/members " << member << " on leader " << adder << " answered "
+                                                                  << r->status << " " << clip(r->body) << "\n"
+                                                                  << c.logs());
+    MESSAGE("node " << kNew << " added by leader " << adder << " in " << ms_since(t0) << " ms");
+  }
+  auto load_b = run_load(ops_b, "after the add");
+
+  // 2. Node 4 catches up: same applied index, byte-identical journal, same
+  // root; its stale reads equal the leader's linearizable reads.
+  {
+    auto lv = c.view(adder);
+    REQUIRE_MESSAGE(lv.has_value(), "leader " << adder << " does not answer /v1/cluster");
+    auto t0 = SteadyClock::now();
+    wait_applied(c, kNew, lv->commit_index, milliseconds(10000));
+    MESSAGE("node " << kNew << " caught up to index " << lv->commit_index << " in " << ms_since(t0) << " ms");
+  }
+  c.wait_converged(milliseconds(10000));
+  {
+    Findings fs;
+    NodeState s = check_replicas_identical(c, w, {}, &fs);  // all 4 nodes
+    CHECK_MESSAGE(fs.count() == 0, fs.summary());
+    CHECK(s.tree_size == w.opens.size() + w.issues.size() + kBefore + kAfterAdd);
+    std::vector<WalletId> read = {w.riders[0], w.riders[17], w.transit};
+    for (const auto& wid : read) {
+      int ls = 0, ns = 0;
+      Json lw = get_json(c.api_port(adder), "/v1/wallets/" + id_hex(wid), &ls);
+      Json nw = get_json(c.api_port(kNew), "/v1/wallets/" + id_hex(wid) + "?stale=true", &ns);
+      REQUIRE_MESSAGE(ls == 200, "leader " << adder << " wallet read answered " << ls);
+      REQUIRE_MESSAGE(ns == 200, "node " << kNew << " stale wallet read answered " << ns);
+      CHECK_MESSAGE(nw["balance"] == lw["balance"], "wallet " << id_hex(wid) << ": node " << kNew << " balance "
+                                                             << nw["balance"] << ", leader " << lw["balance"]);
+    }
+  }
+
+  // 3. Every node's /v1/cluster lists nodes 1-4 with node 4's addresses,
+  // followers included (they learn it from the log; poll briefly).
+  {
+    std::map<uint64_t, std::string> wrong;
+    auto deadline = SteadyClock::now() + milliseconds(5000);
+    do {
+      wrong.clear();
+      for (uint64_t id : c.ids()) {
+        auto v = c.view(id);
+        if (!v || !v->raw["peers"].is_array()) {
+          wrong[id] = "no /v1/cluster answer";
+          continue;
+        }
+        std::set<uint64_t> listed;
+        bool new_ok = false;
+        for (const auto& p : v->raw["peers"]) {
+          uint64_t pid = p.value("id", uint64_t{0});
+          listed.insert(pid);
+          if (pid == kNew) new_ok = p.value("api", "") == c.api_addr(kNew) && p.value("raft", "") == new_raft;
+        }
+        if (listed != std::set<uint64_t>{1, 2, 3, 4} || !new_ok)
+          wrong[id] = "(" + v->role + ") peers " + v->raw["peers"].dump();
+      }
+      if (wrong.empty()) break;
+      std::this_thread::sleep_for(milliseconds(50));
+    } while (SteadyClock::now() < deadline);
+    for (const auto& [id, what] : wrong)
+      CHECK_MESSAGE(what.empty(), "node " << id << "'s /v1/cluster does not list node " << kNew << " with api "
+                                          << c.api_addr(kNew) << " and raft " << new_raft << ": " << what);
+  }
+
+  // 4. SIGKILL the leader that added node 4; the other 3 (node 4 among
+  // them, a needed member of the quorum) elect a leader and commit more ops.
+  {
+    uint64_t now = c.wait_for_leader();
+    if (now != adder) MESSAGE("leadership moved from " << adder << " to " << now << " before the kill");
+  }
+  c.kill_hard(adder);
+  auto t_kill = SteadyClock::now();
+  const uint64_t next = c.wait_for_leader(milliseconds(10000));
+  CHECK(next != adder);
+  MESSAGE("leader " << adder << " SIGKILLed; node " << next << " elected after " << ms_since(t_kill) << " ms");
+  auto load_c = run_load(ops_c, "after the kill");
+  c.wait_converged(milliseconds(10000));
+  Findings fs;
+  NodeState s = check_replicas_identical(c, w, expected, &fs);  // the 3 survivors
+  CHECK_MESSAGE(fs.count() == 0, fs.summary());
+  CHECK(s.tree_size == w.opens.size() + w.issues.size() + all_ops.size());
+  for (uint64_t id : c.ids()) {
+    if (!c.live(id)) continue;
+    JournalIndex ji = index_journal(journal_text(c.api_port(id), s.tree_size));
+    CHECK_MESSAGE(ji.problems.empty(), "node " << id << ": " << ji.problems.size() << " journal problems, first: "
+                                               << (ji.problems.empty() ? "" : ji.problems[0]));
+    Findings missing;
+    for (const auto* run : {load_a.get(), load_b.get(), load_c.get()}) {
+      const auto& ops = run == load_a.get() ? ops_a : run == load_b.get() ? ops_b : ops_c;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const auto& ack = run->acks()[i];
+        if (!ack) continue;
+        auto it = ji.by_id.find(id_hex(ops[i].body.id));
+        if (it == ji.by_id.end())
+          missing.add("acknowledged op " + id_hex(ops[i].body.id) + " (index " + std::to_string(ack->index) +
+                      ") is not in the journal");
+        else if (it->second.first != ack->index || it->second.second != ack->leaf_hash)
+          missing.add("acknowledged op " + id_hex(ops[i].body.id) + " at index " + std::to_string(ack->index) +
+                      " is journaled at " + std::to_string(it->second.first));
+      }
+    }
+    CHECK_MESSAGE(missing.count() == 0, "node " << id << ": " << missing.summary());
+  }
+}
+
 }  // namespace
 }  // namespace cl::test
