@@ -160,12 +160,17 @@ Status RaftStorage::save(const Ready& rd) {
     for (const auto& e : rd.entries) CL_CHECK(b.Put(entry_key(e.index), encode_entry(e)).ok());
     last = rd.entries.back().index;
   }
-  if (rd.hard_state) CL_CHECK(b.Put(kHardStateKey, encode_hard_state(*rd.hard_state)).ok());
+  bool must_sync = rd.snapshot || !rd.entries.empty();
+  if (rd.hard_state) {
+    CL_CHECK(b.Put(kHardStateKey, encode_hard_state(*rd.hard_state)).ok());
+    must_sync = must_sync || term_vote_ != std::make_pair(rd.hard_state->term, rd.hard_state->vote);
+  }
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = must_sync;
   auto s = db_->Write(wo, &b);
   if (!s.ok()) return io(s, "persist raft state");
   last_stored_ = last;
+  if (rd.hard_state) term_vote_ = std::make_pair(rd.hard_state->term, rd.hard_state->vote);
   return Status::ok();
 }
 

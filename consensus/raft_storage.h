@@ -7,6 +7,8 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 
 #include "common/status.h"
@@ -32,7 +34,10 @@ class RaftStorage {
 
   // Persists rd.snapshot (dropping the whole log), rd.entries (replacing any
   // stored entries at or after the first) and rd.hard_state in one synced
-  // write.  Nothing to store: returns at once.
+  // write.  Nothing to store: returns at once.  A write that only moves the
+  // commit index is not synced: commit is recomputed from a quorum, and a
+  // state machine never applies beyond it (so its applied index, which is
+  // stored with its state, bounds it from below on restart).
   Status save(const Ready& rd);
 
   // Drops stored entries with index ≤ upto (after the application snapshotted
@@ -47,6 +52,8 @@ class RaftStorage {
   // delete: a range tombstone per write would pile up in the memtable and
   // slow every later read, write and flush.
   Index last_stored_ = 0;
+  // Term and vote last written (synced); the first save always syncs.
+  std::optional<std::pair<Term, NodeId>> term_vote_;
 };
 
 // Encodings of the small records (little-endian fields, trailing CRC-32C).

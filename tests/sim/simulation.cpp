@@ -154,6 +154,10 @@ struct Durable {
   raft::SnapshotMeta snapshot;
   std::string snapshot_state;
   std::deque<Entry> log;  // after snapshot.index
+  // Like RaftStorage: a write that only moves commit is not synced.  It
+  // becomes durable with the next synced write (the WAL is sequential) and
+  // is lost by a crash before that.
+  std::optional<Index> unsynced_commit;
 };
 
 struct Node {
@@ -343,6 +347,7 @@ void Simulation::boot(Node& n) {
 void Simulation::crash(Node& n) {
   trace("node " + str(n.id) + " CRASH (unsynced state lost)");
   n.up = false;
+  n.durable.unsynced_commit.reset();
   ++n.incarnation;
   n.core.reset();
   n.sm.reset();
@@ -407,6 +412,15 @@ void Simulation::sync(Node& n) {
 
 void Simulation::persist(Node& n, const raft::Ready& rd) {
   Durable& d = n.durable;
+  if (!rd.snapshot && rd.entries.empty() && rd.hard_state && rd.hard_state->term == d.hard_state.term &&
+      rd.hard_state->vote == d.hard_state.vote) {
+    d.unsynced_commit = rd.hard_state->commit;
+    return;
+  }
+  if (d.unsynced_commit && (rd.snapshot || !rd.entries.empty() || rd.hard_state)) {
+    d.hard_state.commit = *d.unsynced_commit;
+    d.unsynced_commit.reset();
+  }
   if (rd.snapshot) {
     d.log.clear();
     d.snapshot = *rd.snapshot;
