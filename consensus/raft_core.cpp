@@ -623,6 +623,10 @@ Index RaftCore::durable_last() const {
   return cfg_.test_fault == TestFault::kAckBeforePersist ? log_.last_index() : log_.stabled();
 }
 
+bool may_send_before_persist(const Message& m) {
+  return m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat;
+}
+
 bool RaftCore::maybe_commit() {
   if (conf_.voters.empty()) return false;
   std::vector<Index> matches;

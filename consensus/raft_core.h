@@ -106,6 +106,13 @@ struct ReadState {
 // The leader says this follower needs the state at (at least) `meta`; the
 // application fetches it from `from` out of band, installs it, and calls
 // report_snapshot_done with the metadata of what it actually installed.
+// True for a leader's appends and heartbeats: they vouch for nothing the
+// leader has yet to make durable (the leader counts its own log towards
+// commit only up to what advance() reported durable), so they may leave
+// before the Ready's write and the followers' writes overlap the leader's
+// (thesis §10.2.1).  Everything else waits for the write.
+bool may_send_before_persist(const Message& m);
+
 struct SnapshotRequest {
   SnapshotMeta meta;
   NodeId from = kNoNode;
@@ -115,7 +122,7 @@ struct SnapshotRequest {
 // sent only after its snapshot, entries and hard state are durable (one synced
 // write); a vote or an acknowledgement must never leave the server before the
 // state it vouches for.  Process Readys one at a time, in order, and call
-// advance(rd) after each.
+// advance(rd) after each.  The one exception: see may_send_before_persist.
 struct Ready {
   SoftState soft_state;                 // always set; informational (role, leader, term)
   std::optional<HardState> hard_state;  // set if changed since the last Ready: persist

@@ -170,10 +170,14 @@ void RaftNode::loop() {
 
 void RaftNode::handle_ready() {
   Ready rd = core_->ready();
-  // Persist before anything that depends on it leaves this server.
+  // A leader's appends and heartbeats go out before its own write (see
+  // may_send_before_persist); everything else only once it is durable.
+  for (const auto& m : rd.messages)
+    if (may_send_before_persist(m)) transport_->send(m);
   Status s = storage_->save(rd);
   CL_CHECK_MSG(s.is_ok(), s.to_string().c_str());
-  for (const auto& m : rd.messages) transport_->send(m);
+  for (const auto& m : rd.messages)
+    if (!may_send_before_persist(m)) transport_->send(m);
   for (const auto& e : rd.committed_entries) {
     if (e.type == EntryType::kConfChange && options_.on_conf_change) {
       auto cc = decode_conf_change(e.data);

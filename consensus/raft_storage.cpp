@@ -90,6 +90,7 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   o.create_if_missing = true;
   o.paranoid_checks = true;
   o.write_buffer_size = 16 << 20;
+  o.bytes_per_sync = 1 << 20;
   if (env) o.env = env;
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);

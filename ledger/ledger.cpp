@@ -364,6 +364,8 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   o.create_missing_column_families = true;
   o.paranoid_checks = true;
   o.max_background_jobs = 2;
+  o.bytes_per_sync = 1 << 20;
+  o.wal_bytes_per_sync = 1 << 20;
   if (options.env) o.env = options.env;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));

@@ -80,6 +80,7 @@ struct Params {
   int max_down = 1;          // nodes down at once
   int restart_min_ms = 20;
   int restart_max_ms = 600;
+  int crash_mid_write_permille = 3;  // per disk write: crash after the early sends, before the write
 
   std::string describe() const {
     return "nodes=" + str(nodes) + "+" + str(spares) + " nemesis=" + to_string(nemesis) + " loss=" +
@@ -384,8 +385,16 @@ void Simulation::sync(Node& n) {
   n.sync_scheduled = false;
   for (int round = 0; round < 4 && n.core->has_ready() && !checker_.failed(); ++round) {
     raft::Ready rd = n.core->ready();
+    for (const Message& m : rd.messages)              // 0. a leader's appends may go first
+      if (raft::may_send_before_persist(m)) send(m);
+    if (active_ && may_crash() && rng_.chance(p_.crash_mid_write_permille)) {
+      trace("node " + str(n.id) + " crashes between sending its appends and its disk write");
+      crash(n);
+      return;
+    }
     persist(n, rd);                                   // 1. durable
-    for (const Message& m : rd.messages) send(m);     // 2. then send
+    for (const Message& m : rd.messages)              // 2. then send the rest
+      if (!raft::may_send_before_persist(m)) send(m);
     for (const Entry& e : rd.committed_entries) apply(n, e);
     for (const raft::ReadState& rs : rd.read_states) {
       auto it = reads_.find(rs.ctx);
