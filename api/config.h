@@ -35,7 +35,7 @@ struct Limits {
   uint64_t batch_wait_us = 1000;           // how long the batcher waits to fill a batch
   uint64_t verify_threads = 0;             // 0 = one per core
   uint64_t io_threads = 0;                 // 0 = one per core
-  uint64_t raft_compact_entries = 10000;   // compact the Raft log every N applied entries (0: never)
+  uint64_t raft_compact_entries = 1000;    // compact the Raft log every N applied entries (0: never)
 };
 
 struct NodeConfig {

@@ -17,7 +17,9 @@
 #include <cstdio>
 #include <deque>
 #include <iostream>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "api/http_client.h"
 #include "cli/bench_util.h"
@@ -148,6 +150,41 @@ class Conn : public std::enable_shared_from_this<Conn> {
   beast::flat_buffer buffer_;
   http::response<http::string_body> res_;
 };
+
+// Waits (up to 30 s) until every replica has applied what the leader has
+// committed, so that one phase's backlog on the followers does not land in
+// the next phase's figures.  Returns the wait in ms (0 for a single node).
+double settle(const api::Url& leader) {
+  auto start = std::chrono::steady_clock::now();
+  auto elapsed_ms = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto cluster = [](const std::string& host, uint16_t port) -> std::optional<Json> {
+    api::HttpClient c(host, port, 2000);
+    auto r = c.request("GET", "/v1/cluster");
+    if (!r || r->status != 200) return std::nullopt;
+    auto doc = parse_json_strict(r->body);
+    if (!doc || !doc->is_object()) return std::nullopt;
+    return *doc;
+  };
+  while (elapsed_ms() < 30000) {
+    auto lead = cluster(leader.host, leader.port);
+    if (!lead || !(*lead)["commit_index"].is_number_unsigned()) return elapsed_ms();
+    uint64_t commit = (*lead)["commit_index"].get<uint64_t>();
+    bool settled = true;
+    for (const auto& p : (*lead)["peers"]) {
+      auto u = api::parse_url("http://" + p.value("api", std::string()));
+      if (!u) continue;
+      auto st = cluster(u->host, u->port);
+      if (st && (*st)["applied_index"].is_number_unsigned() && (*st)["applied_index"].get<uint64_t>() < commit)
+        settled = false;
+    }
+    if (settled) return elapsed_ms();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::cerr << "bench: warning: replicas still applying after 30 s\n";
+  return elapsed_ms();
+}
 
 // Sends "requests" over "conns" connections; interval_s > 0 paces each
 // connection open-loop (one request every interval_s).
@@ -375,6 +412,8 @@ void run_http_bench(HttpBenchOptions o) {
 
   std::cerr << "bench: phase 1: " << o.fares << " fares, closed loop, " << o.connections << " connections\n";
   PhaseResult peak = run_phase("fares (peak)", *url, std::move(peak_reqs), o.connections, 0);
+  double settle_ms = settle(*url);
+  std::cerr << "bench: replicas caught up " << static_cast<int>(settle_ms) << " ms after the peak phase\n";
   double rate = o.rate > 0 ? o.rate : peak.ops_per_sec() / 2;
   PhaseResult paced;
   if (o.open_loop_fares > 0 && rate > 0) {
@@ -383,6 +422,7 @@ void run_http_bench(HttpBenchOptions o) {
                       static_cast<double>(o.connections) / rate);
     paced.offered_rate = rate;
   }
+  settle(*url);
   std::cerr << "bench: phase 3: " << o.payouts << " payouts in batches of " << o.payout_batch << "\n";
   PhaseResult payouts = run_phase("payouts (batch)", *url, std::move(payout_reqs), 4, 0);
   // A batch reply is 200 even when some slots are rejected: count ops, not requests.
@@ -396,6 +436,7 @@ void run_http_bench(HttpBenchOptions o) {
                       {"cores", cores},
                       {"verify_ceiling_per_sec", ceiling},
                       {"fares_over_ceiling", peak.ops_per_sec() / ceiling},
+                      {"replicas_caught_up_ms", settle_ms},
                       {"phases", {peak.to_json(), paced.to_json(), payouts.to_json()}}}
                      .dump()
               << "\n";
@@ -403,6 +444,7 @@ void run_http_bench(HttpBenchOptions o) {
   }
   std::printf("cityledger bench against %s (%llu connections)\n", o.node.c_str(), (unsigned long long)o.connections);
   print_phase(peak, "fares");
+  std::printf("  %-22s %8.0f ms after the peak phase\n", "replicas caught up", settle_ms);
   if (paced.sent) print_phase(paced, "fares");
   std::printf("  %-22s %8.0f payouts/s (%llu batch requests of %llu)\n", "payouts (batch)", payouts.ops_per_sec(),
               (unsigned long long)payouts.sent, (unsigned long long)o.payout_batch);

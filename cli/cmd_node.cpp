@@ -5,6 +5,8 @@
 #include <iostream>
 #include <iterator>
 
+#include <rocksdb/env.h>
+
 #include "api/http_client.h"
 #include "api/log.h"
 #include "api/node.h"
@@ -28,6 +30,11 @@ void run_node(const std::string& config_path) {
   // returns big buffers to the OS when freed.
   mallopt(M_ARENA_MAX, 4);
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  // RocksDB compactions yield the CPU to requests (nice 19): on a loaded
+  // node they otherwise take a core in bursts and stall commits.  Flushes
+  // keep normal priority so that writes never wait on a full memtable.
+  rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW, rocksdb::CpuPriority::kLow)
+      .PermitUncheckedError();
   // Block the stop signals in every thread; this one waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
