@@ -18,7 +18,6 @@ namespace {
 
 using Query = std::map<std::string, std::string, std::less<>>;
 
-constexpr std::string_view kCheckpointPrefix = "cityledger/checkpoint/v1\n";
 constexpr uint64_t kPageDefault = 100;
 constexpr uint64_t kNdjsonPageMax = 10000;  // bounds one response to ~10 MB
 
@@ -144,6 +143,7 @@ const std::vector<Route>& Node::routes() {
       {"GET", "/v1/wallets/{id}/entries"},
       {"GET", "/v1/journal"},
       {"GET", "/v1/checkpoint"},
+      {"GET", "/v1/checkpoints"},
       {"GET", "/v1/proof/inclusion"},
       {"GET", "/v1/proof/consistency"},
       {"GET", "/v1/supply"},
@@ -246,8 +246,14 @@ Status Node::start() {
   so.idle_timeout_ms = config_.limits.idle_timeout_ms;
   server_ = std::make_unique<HttpServer>(so, [this](Request&& req, Respond respond) { handle(std::move(req), std::move(respond)); },
                                          &metrics_);
+  CheckpointerOptions co;
+  co.interval_ms = config_.limits.checkpoint_interval_ms;
+  co.entries = config_.limits.checkpoint_entries;
+  checkpointer_ = std::make_unique<Checkpointer>(genesis_, config_.node_id, node_key_, ledger_.get(),
+                                                 [this] { return peers(); }, config_.data_dir + "/checkpoints.ndjson", co);
   Status s = server_->start();
   if (!s) return s;
+  checkpointer_->start();
   ready_ = true;
   auto head = ledger_->head();
   log_event(LogLevel::kInfo, "node_started",
@@ -260,6 +266,7 @@ void Node::stop() {
   if (stopped_.exchange(true)) return;
   ready_ = false;
   if (server_) server_->stop_accepting();
+  if (checkpointer_) checkpointer_->stop();
   if (pipeline_) {
     // Every admitted op is committed and answered.  If replication cannot
     // make progress (no quorum), stop Raft after a grace period: its waiting
@@ -428,7 +435,9 @@ void Node::handle(Request&& req, Respond respond) {
   } else if (path == "/v1/journal") {
     if (only(http::verb::get)) respond(get_journal(req, query));
   } else if (path == "/v1/checkpoint") {
-    if (only(http::verb::get)) respond(get_checkpoint(req));
+    if (only(http::verb::get)) respond(get_checkpoint(req, query));
+  } else if (path == "/v1/checkpoints") {
+    if (only(http::verb::get)) respond(get_checkpoints(req, query));
   } else if (path == "/v1/proof/inclusion") {
     if (only(http::verb::get)) respond(get_inclusion(req, query));
   } else if (path == "/v1/proof/consistency") {
@@ -673,20 +682,39 @@ Response Node::get_journal(const Request& req, std::string_view query) {
   return res;
 }
 
-Response Node::get_checkpoint(const Request& req) {
-  auto head = ledger_->head();
-  uint64_t time = 0;
-  if (head.size > 0) {
-    auto last = ledger_->journal(head.size - 1, 1);
-    if (!last) return storage_error(req, last.status());
-    time = last->at(0).time;
+// GET /v1/checkpoint: the latest checkpoint with every node signature
+// gathered for it.  ?tree_size=N: this node's signature on the tree head at N
+// (how nodes gather each other's signatures; also for auditors).
+Response Node::get_checkpoint(const Request& req, std::string_view query) {
+  Query q = parse_query(query);
+  std::optional<uint64_t> tree_size;
+  if (!query_u64(q, "tree_size", &tree_size))
+    return problem(req, 400, "malformed", "tree_size must be a non-negative integer");
+  std::optional<Checkpoint> cp;
+  if (!tree_size) cp = checkpointer_->latest();
+  if (!cp) {
+    auto signed_cp = checkpointer_->sign_at(tree_size.value_or(ledger_->head().size));
+    if (!signed_cp) {
+      if (signed_cp.status().code() == "not_found") return problem(req, 404, "not_found", signed_cp.status().message());
+      return storage_error(req, signed_cp.status());
+    }
+    cp = *signed_cp;
   }
-  Json cp = {{"chain", genesis_.chain}, {"tree_size", head.size}, {"root", to_hex(head.root)}, {"time", time}};
-  std::string message = std::string(kCheckpointPrefix) + jcs(cp);
-  cp["signatures"] = Json::array({{{"node", config_.node_id},
-                                   {"key", hex_encode(node_key_.public_key)},
-                                   {"sig", hex_encode(sign(node_key_, message))}}});
-  return json_response(req, 200, cp);
+  return json_response(req, 200, checkpoint_to_json(*cp));
+}
+
+// GET /v1/checkpoints?from=&limit=: stored checkpoints, oldest first, with
+// tree_size ≥ from; "next" is the tree_size to ask for next.
+Response Node::get_checkpoints(const Request& req, std::string_view query) {
+  Query q = parse_query(query);
+  std::optional<uint64_t> from, limit;
+  if (!query_u64(q, "from", &from) || !query_u64(q, "limit", &limit) || (limit && (*limit == 0 || *limit > 1000)))
+    return problem(req, 400, "malformed", "from must be an integer ≥ 0 and limit an integer in 1..1000");
+  auto list = checkpointer_->list(from.value_or(0), limit.value_or(100));
+  Json out = Json::array();
+  for (const auto& cp : list) out.push_back(checkpoint_to_json(cp));
+  uint64_t next = list.empty() ? from.value_or(0) : list.back().tree_size + 1;
+  return json_response(req, 200, {{"checkpoints", out}, {"next", next}});
 }
 
 Response Node::get_inclusion(const Request& req, std::string_view query) {

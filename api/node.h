@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "api/checkpointer.h"
 #include "api/config.h"
 #include "api/http_server.h"
 #include "api/metrics.h"
@@ -59,7 +60,8 @@ class Node {
   Response get_wallet(const Request& req, std::string_view id);
   Response get_wallet_entries(const Request& req, std::string_view id, std::string_view query);
   Response get_journal(const Request& req, std::string_view query);
-  Response get_checkpoint(const Request& req);
+  Response get_checkpoint(const Request& req, std::string_view query);
+  Response get_checkpoints(const Request& req, std::string_view query);
   Response get_inclusion(const Request& req, std::string_view query);
   Response get_consistency(const Request& req, std::string_view query);
   Response get_supply(const Request& req);
@@ -101,6 +103,7 @@ class Node {
   std::unique_ptr<BatchCommitter> committer_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::chrono::steady_clock::time_point started_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> stopped_{false};
