@@ -9,6 +9,8 @@ namespace cl::cli {
 void register_wallet_commands(CLI::App& app);
 // `node`, `submit`.
 void register_node_commands(CLI::App& app);
+// `audit`, `export`, `verify-receipt`.
+void register_audit_commands(CLI::App& app);
 // `bench apply`, and `bench run` (HTTP load against a running node).
 void register_bench_commands(CLI::App& app);
 void register_http_bench(CLI::App& bench);

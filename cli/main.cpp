@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   cl::cli::register_wallet_commands(app);
   cl::cli::register_node_commands(app);
+  cl::cli::register_audit_commands(app);
   cl::cli::register_bench_commands(app);
   try {
     app.parse(argc, argv);

@@ -28,6 +28,11 @@ Status JournalReplayer::add(std::string_view bytes) {
   if (!env) return bad_entry(index, "op is " + std::string(code_name(rejection.code)) + ": " + rejection.detail);
   if (entry_bytes(index, time, env->jcs) != bytes) return bad_entry(index, "bytes are not canonical JCS");
   if (verify_signatures_ && verify_envelope(*env) != Code::kOk) return bad_entry(index, "bad signature");
+  return add_decoded(index, time, std::move(*env), std::string(bytes));
+}
+
+Status JournalReplayer::add_decoded(uint64_t index, uint64_t time, Envelope env, std::string bytes) {
+  if (index != next_index_) return bad_entry(index, "index field does not match its position in the journal");
   if (!batch_.empty() && time != batch_time_) {
     Status s = flush();
     if (!s) return s;
@@ -37,8 +42,8 @@ Status JournalReplayer::add(std::string_view bytes) {
     batch_first_index_ = index;
   }
   if (batch_.size() == kApplyBatchOpsMax) return bad_entry(index, "more entries share one ledger time than a batch holds");
-  batch_.push_back(std::move(*env));
-  batch_bytes_.emplace_back(bytes);
+  batch_.push_back(std::move(env));
+  batch_bytes_.push_back(std::move(bytes));
   ++next_index_;
   return Status::ok();
 }

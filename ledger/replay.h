@@ -26,6 +26,12 @@ class JournalReplayer {
   // is out of sequence, not canonical, badly signed, or not accepted.
   Status add(std::string_view entry_bytes);
 
+  // The same for an entry the caller already parsed, checked canonical and
+  // (if it verifies) signature-checked: "bytes" are its canonical entry bytes
+  // and "env" its decoded op.  The auditor decodes and verifies in parallel
+  // and feeds the results here, in order.
+  Status add_decoded(uint64_t index, uint64_t time, Envelope env, std::string bytes);
+
   // Applies the last pending batch.  Call once after the last add().
   Status finish();
 

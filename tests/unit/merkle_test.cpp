@@ -1,11 +1,13 @@
 // RFC 9162 §2.1 Merkle trees: reference vectors, an independent naive MTH,
-// exhaustive proofs for small trees, tampering, and frontier persistence.
+// PATH and PROOF, exhaustive proofs for every tree size 1..200 (every index,
+// every pair of sizes), tampering, and frontier persistence.
 #include <doctest/doctest.h>
 
 #include <bit>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -21,7 +23,10 @@ namespace {
 using cl::Hash;
 namespace merkle = cl::merkle;
 
-constexpr uint64_t kSizeMax = 64;
+// Every tree size 1..kSizeMax is checked exhaustively: all indices, all
+// 1 <= m <= n pairs.  200 is not a power of two, so the largest trees have
+// several incomplete right edges.
+constexpr uint64_t kSizeMax = 200;
 
 nlohmann::json merkle_vectors() {
   std::ifstream in(CL_VECTORS_DIR "/design-vectors.json");
@@ -50,6 +55,67 @@ Hash naive_mth(std::span<const Hash> leaves) {
   return merkle::node_hash(naive_mth(leaves.first(k)), naive_mth(leaves.subspan(k)));
 }
 
+// MTH(D[begin:begin+len]) from the naive recursion, memoised over the fixed
+// leaf list so that the reference PATH and PROOF below stay cheap.
+class NaiveTree {
+ public:
+  explicit NaiveTree(std::span<const Hash> leaves) : leaves_(leaves) {}
+
+  Hash mth(uint64_t begin, uint64_t len) const {
+    auto key = std::make_pair(begin, len);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    Hash h = naive_mth(leaves_.subspan(begin, len));
+    cache_.emplace(key, h);
+    return h;
+  }
+
+  // RFC 9162 §2.1.3.1 PATH(m, D[begin:begin+n]).
+  std::vector<Hash> path(uint64_t m, uint64_t begin, uint64_t n) const {
+    if (n == 1) return {};
+    const uint64_t k = largest_power_below(n);
+    std::vector<Hash> out;
+    if (m < k) {
+      out = path(m, begin, k);
+      out.push_back(mth(begin + k, n - k));
+    } else {
+      out = path(m - k, begin + k, n - k);
+      out.push_back(mth(begin, k));
+    }
+    return out;
+  }
+
+  // RFC 9162 §2.1.4.1 PROOF(m, D[0:n]) = SUBPROOF(m, D[0:n], true).
+  std::vector<Hash> proof(uint64_t m, uint64_t n) const { return subproof(m, 0, n, true); }
+
+ private:
+  static uint64_t largest_power_below(uint64_t n) {
+    uint64_t k = 1;
+    while (k * 2 < n) k *= 2;
+    return k;
+  }
+
+  std::vector<Hash> subproof(uint64_t m, uint64_t begin, uint64_t n, bool whole) const {
+    if (m == n) {
+      if (whole) return {};
+      return {mth(begin, n)};
+    }
+    const uint64_t k = largest_power_below(n);
+    std::vector<Hash> out;
+    if (m <= k) {
+      out = subproof(m, begin, k, whole);
+      out.push_back(mth(begin + k, n - k));
+    } else {
+      out = subproof(m - k, begin + k, n - k, false);
+      out.push_back(mth(begin, k));
+    }
+    return out;
+  }
+
+  std::span<const Hash> leaves_;
+  mutable std::map<std::pair<uint64_t, uint64_t>, Hash> cache_;
+};
+
 // In-memory node store fed by Frontier::append; counts reads.
 class MemoryNodeReader : public merkle::NodeReader {
  public:
@@ -77,6 +143,7 @@ struct Fixture {
   std::vector<Hash> roots;  // roots[n] = root of the first n leaves
   std::vector<merkle::Frontier> frontiers;
   MemoryNodeReader reader;
+  std::unique_ptr<NaiveTree> naive;
 
   Fixture() {
     merkle::Frontier f;
@@ -90,6 +157,7 @@ struct Fixture {
       roots.push_back(f.root());
       frontiers.push_back(f);
     }
+    naive = std::make_unique<NaiveTree>(leaves);
   }
 };
 
@@ -169,7 +237,7 @@ TEST_CASE("vector inclusion and consistency paths are produced exactly and verif
   }
 }
 
-TEST_CASE("frontier root equals the naive recursive MTH for every size 0..64") {
+TEST_CASE("frontier root equals the naive recursive MTH for every size 0..200") {
   Fixture& fx = fixture();
   for (uint64_t n = 0; n <= kSizeMax; ++n) {
     CAPTURE(n);
@@ -180,10 +248,12 @@ TEST_CASE("frontier root equals the naive recursive MTH for every size 0..64") {
 
 TEST_CASE("append reports each complete subtree node exactly once, with its correct hash") {
   Fixture& fx = fixture();
-  // 64 leaves form a perfect tree: 64 + 32 + ... + 1 nodes.
-  CHECK(fx.reader.node_count() == 2 * kSizeMax - 1);
-  for (uint32_t level = 0; level <= 6; ++level) {
+  // Level l holds floor(n / 2^l) complete nodes: 2n - popcount(n) in all
+  // (200 + 100 + 50 + 25 + 12 + 6 + 3 + 1 = 397 for 200 leaves).
+  CHECK(fx.reader.node_count() == 2 * kSizeMax - static_cast<uint64_t>(std::popcount(kSizeMax)));
+  for (uint32_t level = 0; level < static_cast<uint32_t>(std::bit_width(kSizeMax)); ++level) {
     const uint64_t width = uint64_t{1} << level;
+    CHECK_FALSE(fx.reader.node(level, kSizeMax / width).is_ok());  // the incomplete node, if any, is absent
     for (uint64_t index = 0; index < kSizeMax / width; ++index) {
       auto node = fx.reader.node(level, index);
       REQUIRE(node.is_ok());
@@ -202,12 +272,15 @@ TEST_CASE("root_at and subtree_root match the frontier and the naive MTH") {
   auto right_part = merkle::subtree_root(fx.reader, 32, 45);
   REQUIRE(right_part.is_ok());
   CHECK(*right_part == naive_mth(std::span(fx.leaves).subspan(32, 13)));
+  auto right_of_200 = merkle::subtree_root(fx.reader, 128, 200);
+  REQUIRE(right_of_200.is_ok());
+  CHECK(*right_of_200 == naive_mth(std::span(fx.leaves).subspan(128, 72)));
   CHECK(merkle::subtree_root(fx.reader, 3, 5).status().code() == "invalid");
   CHECK(merkle::subtree_root(fx.reader, 5, 4).status().code() == "invalid");
   CHECK(merkle::root_at(fx.reader, kSizeMax + 1).status().code() == "not_found");
 }
 
-TEST_CASE("every inclusion proof for sizes 1..64 verifies within O(log n) reads") {
+TEST_CASE("every inclusion proof for sizes 1..200 equals RFC 9162 PATH and verifies within O(log n) reads") {
   Fixture& fx = fixture();
   for (uint64_t n = 1; n <= kSizeMax; ++n) {
     for (uint64_t i = 0; i < n; ++i) {
@@ -217,12 +290,13 @@ TEST_CASE("every inclusion proof for sizes 1..64 verifies within O(log n) reads"
       auto path = merkle::inclusion_proof(fx.reader, i, n);
       REQUIRE(path.is_ok());
       CHECK(fx.reader.reads() <= read_budget(n));
+      CHECK(*path == fx.naive->path(i, 0, n));
       CHECK(merkle::verify_inclusion(fx.leaves[i], i, n, *path, fx.roots[n]));
     }
   }
 }
 
-TEST_CASE("every consistency proof for 1 <= m <= n <= 64 verifies within O(log n) reads") {
+TEST_CASE("every consistency proof for 1 <= m <= n <= 200 equals RFC 9162 PROOF and verifies within O(log n) reads") {
   Fixture& fx = fixture();
   for (uint64_t n = 1; n <= kSizeMax; ++n) {
     for (uint64_t m = 1; m <= n; ++m) {
@@ -232,12 +306,13 @@ TEST_CASE("every consistency proof for 1 <= m <= n <= 64 verifies within O(log n
       auto path = merkle::consistency_proof(fx.reader, m, n);
       REQUIRE(path.is_ok());
       CHECK(fx.reader.reads() <= read_budget(n));
+      CHECK(*path == fx.naive->proof(m, n));
       CHECK(merkle::verify_consistency(m, n, fx.roots[m], fx.roots[n], *path));
     }
   }
 }
 
-TEST_CASE("tampered inclusion proofs fail: flipped bit, dropped or extra element, wrong index or size") {
+TEST_CASE("tampered inclusion proofs fail for every size 1..200 and index: flipped bit, dropped or extra element, wrong index or size") {
   Fixture& fx = fixture();
   for (uint64_t n = 1; n <= kSizeMax; ++n) {
     for (uint64_t i = 0; i < n; ++i) {
@@ -274,7 +349,7 @@ TEST_CASE("tampered inclusion proofs fail: flipped bit, dropped or extra element
   }
 }
 
-TEST_CASE("tampered consistency proofs fail: flipped bit, dropped or extra element, wrong roots") {
+TEST_CASE("tampered consistency proofs fail for every 1 <= m < n <= 200: flipped bit, dropped or extra element, wrong roots") {
   Fixture& fx = fixture();
   for (uint64_t n = 2; n <= kSizeMax; ++n) {
     for (uint64_t m = 1; m < n; ++m) {

@@ -1,0 +1,188 @@
+#include "ledger/audit.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "ledger/merkle.h"
+
+namespace cl {
+namespace {
+Status bad_entry(uint64_t index, const std::string& why) {
+  return Status::error("corruption", "entry " + std::to_string(index) + ": " + why);
+}
+}  // namespace
+
+Auditor::Auditor(const Genesis& genesis, AuditOptions options) : genesis_(genesis), options_(std::move(options)) {
+  if (options_.threads == 0) options_.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (options_.chunk_entries == 0) options_.chunk_entries = 8192;
+}
+
+Auditor::~Auditor() {
+  for (auto& w : workers_) w.wait();
+  replayer_.reset();
+  ledger_.reset();
+  if (own_scratch_) {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_, ec);
+  }
+}
+
+Result<std::unique_ptr<Auditor>> Auditor::open(const Genesis& genesis, AuditOptions options) {
+  std::unique_ptr<Auditor> a(new Auditor(genesis, std::move(options)));
+  if (a->options_.scratch_dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/cityledger-audit-XXXXXX";
+    if (mkdtemp(templ.data()) == nullptr) return Status::error("io", "cannot create a scratch directory under " + templ);
+    a->scratch_ = templ;
+    a->own_scratch_ = true;
+  } else {
+    a->scratch_ = a->options_.scratch_dir;
+    std::error_code ec;
+    if (std::filesystem::exists(a->scratch_, ec) && !std::filesystem::is_empty(a->scratch_, ec))
+      return Status::error("invalid", "scratch directory " + a->scratch_ + " is not empty");
+  }
+  LedgerOptions lo;
+  lo.sync = false;  // scratch: nothing here needs to survive a crash
+  auto ledger = Ledger::open(a->scratch_ + "/ledger", genesis, lo);
+  if (!ledger) return ledger.status();
+  a->ledger_ = std::move(*ledger);
+  a->replayer_ = std::make_unique<JournalReplayer>(a->ledger_.get(), /*verify_signatures=*/false);
+  return a;
+}
+
+Status Auditor::add_line(std::string line) {
+  if (!failed_) return failed_;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) return Status::ok();  // blank lines (e.g. a trailing newline) carry nothing
+  pending_.push_back(std::move(line));
+  ++lines_;
+  if (pending_.size() >= options_.chunk_entries) {
+    failed_ = drain();  // apply the previous chunk (its checks ran meanwhile)
+    if (!failed_) return failed_;
+    launch();
+  }
+  return Status::ok();
+}
+
+void Auditor::launch() {
+  inflight_lines_ = std::move(pending_);
+  pending_.clear();
+  uint64_t first = pending_first_;
+  pending_first_ += inflight_lines_.size();
+  inflight_.assign(inflight_lines_.size(), Decoded{});
+  size_t n = inflight_lines_.size();
+  size_t per = (n + options_.threads - 1) / options_.threads;
+  workers_.clear();
+  for (size_t start = 0; start < n; start += per) {
+    size_t end = std::min(n, start + per);
+    workers_.push_back(std::async(std::launch::async, [this, first, start, end] {
+      for (size_t i = start; i < end; ++i) {
+        Decoded& d = inflight_[i];
+        uint64_t position = first + i;
+        d.index = position;
+        auto doc = parse_json_strict(inflight_lines_[i]);
+        if (!doc) {
+          d.error = "not valid JSON: " + doc.status().message();
+          continue;
+        }
+        const Json& j = *doc;
+        if (!j.is_object() || !j.contains("index") || !j.contains("time") || !j.contains("op")) {
+          d.error = "must be {index, time, op[, leaf_hash]}";
+          continue;
+        }
+        bool unknown = false;
+        for (const auto& [k, v] : j.items()) unknown = unknown || (k != "index" && k != "time" && k != "op" && k != "leaf_hash");
+        if (unknown) {
+          d.error = "has fields other than index, time, op, leaf_hash";
+          continue;
+        }
+        if (!j["index"].is_number_unsigned() || j["index"].get<uint64_t>() != position) {
+          d.error = "index field " + j["index"].dump() + " is not its position " + std::to_string(position) +
+                    " (an entry removed, inserted or moved?)";
+          continue;
+        }
+        if (!j["time"].is_number_unsigned()) {
+          d.error = "time must be an integer";
+          continue;
+        }
+        d.time = j["time"].get<uint64_t>();
+        Rejection r;
+        auto env = decode_envelope_json(j["op"], &r);
+        if (!env) {
+          d.error = "op is " + std::string(code_name(r.code)) + ": " + r.detail;
+          continue;
+        }
+        d.bytes = entry_bytes(position, d.time, env->jcs);
+        if (j.contains("leaf_hash") &&
+            (!j["leaf_hash"].is_string() || j["leaf_hash"].get<std::string>() != to_hex(merkle::leaf_hash(d.bytes)))) {
+          d.error = "leaf_hash does not match the entry's content";
+          continue;
+        }
+        if (verify_envelope(*env) != Code::kOk) {
+          d.error = "a signature does not verify (forged or altered op)";
+          continue;
+        }
+        d.env = std::move(*env);
+      }
+    }));
+  }
+}
+
+Status Auditor::drain() {
+  for (auto& w : workers_) w.wait();
+  workers_.clear();
+  for (auto& d : inflight_) {
+    if (!d.error.empty()) return bad_entry(d.index, d.error);
+    signatures_ += d.env.signatures.size();
+    if (d.env.body.type == OpType::kOpenWallet) ++wallets_;
+    Status s = replayer_->add_decoded(d.index, d.time, std::move(d.env), std::move(d.bytes));
+    if (!s) return s;
+  }
+  inflight_.clear();
+  inflight_lines_.clear();
+  return Status::ok();
+}
+
+Status Auditor::finish() {
+  if (!failed_) return failed_;
+  failed_ = drain();
+  if (!failed_) return failed_;
+  launch();
+  failed_ = drain();
+  if (!failed_) return failed_;
+  failed_ = replayer_->finish();
+  if (!failed_) return failed_;
+  // Σ balances = issued − redeemed, and the stored tree matches the journal.
+  Status c = ledger_->check(/*full=*/false);
+  if (!c) failed_ = Status::error("corruption", "replayed state is inconsistent: " + c.message());
+  return failed_;
+}
+
+Status Auditor::check_checkpoint(const Checkpoint& cp) const {
+  auto fail = [&](const std::string& why) {
+    return Status::error("corruption", "checkpoint tree_size " + std::to_string(cp.tree_size) + ": " + why);
+  };
+  uint64_t size = ledger_->head().size;
+  if (cp.tree_size > size)
+    return fail("is beyond the journal replayed (" + std::to_string(size) + " entries): history was withheld or cut");
+  auto root = ledger_->root_at(cp.tree_size);
+  if (!root) return root.status();
+  if (*root != cp.root)
+    return fail("root " + to_hex(cp.root) + " differs from the replayed journal's root " + to_hex(*root) +
+                " at that size (the signed history is not this journal)");
+  uint64_t time = 0;
+  if (cp.tree_size > 0) {
+    auto last = ledger_->journal(cp.tree_size - 1, 1);
+    if (!last) return last.status();
+    time = last->at(0).time;
+  }
+  if (time != cp.time) return fail("time " + std::to_string(cp.time) + " is not the time of its last entry, " + std::to_string(time));
+  Status s = check_checkpoint_signatures(cp, genesis_);
+  if (!s) return fail(s.message());
+  return Status::ok();
+}
+
+}  // namespace cl
