@@ -1,6 +1,7 @@
 #include "cli/bench_util.h"
 
 #include "common/check.h"
+#include "common/hex.h"
 
 namespace cl::cli {
 
@@ -36,6 +37,71 @@ double quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
   return sorted[std::min(i, sorted.size() - 1)];
+}
+
+BenchWorld::BenchWorld(size_t node_count, size_t key_count)
+    : issuer(seeded_key(1'000'000'001)), registrar(seeded_key(1'000'000'002)) {
+  for (size_t i = 0; i < node_count; ++i) nodes.push_back(seeded_key(1'000'000'003 + i));
+  keys.resize(key_count);
+  parallel_for(keys.size(), [&](size_t i) { keys[i] = seeded_key(i); });
+  genesis_json = "{\"chain\":\"bench\",\"issuer\":\"" + hex_encode(issuer.public_key) + "\",\"registrars\":[\"" +
+                 hex_encode(registrar.public_key) + "\"],\"nodes\":[";
+  for (size_t i = 0; i < nodes.size(); ++i)
+    genesis_json += std::string(i ? "," : "") + "{\"id\":" + std::to_string(i + 1) + ",\"key\":\"" +
+                    hex_encode(nodes[i].public_key) + "\"}";
+  genesis_json += "]}";
+}
+
+std::vector<Envelope> BenchWorld::setup(uint64_t riders) {
+  auto body = [&](OpType t) {
+    OpBody b;
+    b.chain = "bench";
+    b.id = numbered_id(next_op++, 0x0B);
+    b.type = t;
+    return b;
+  };
+  std::vector<OpBody> bodies;
+  for (uint64_t w = 0; w < riders + kOperators; ++w) {
+    OpBody b = body(OpType::kOpenWallet);
+    b.wallet = numbered_id(w, 0x0A);
+    b.key = keys[w % keys.size()].public_key;
+    b.kind = w < kOperators ? WalletKind::kTransit : WalletKind::kPersonal;
+    bodies.push_back(b);
+  }
+  for (uint64_t w = kOperators; w < riders + kOperators; ++w) {
+    OpBody b = body(OpType::kIssue);
+    b.to = numbered_id(w, 0x0A);
+    b.amount = 1'000'000'000;
+    bodies.push_back(b);
+  }
+  std::vector<Envelope> envs(bodies.size());
+  parallel_for(bodies.size(), [&](size_t i) {
+    const OpBody& b = bodies[i];
+    envs[i] = b.type == OpType::kOpenWallet ? sign_envelope(b, {&registrar, &keys[i % keys.size()]})
+                                             : sign_envelope(b, {&issuer});
+  });
+  return envs;
+}
+
+std::vector<Envelope> BenchWorld::fares(uint64_t n, uint64_t riders, uint64_t tap_at, std::mt19937_64& rng) {
+  std::vector<OpBody> bodies(n);
+  for (auto& b : bodies) {
+    b.chain = "bench";
+    b.id = numbered_id(next_op++, 0x0B);
+    b.type = OpType::kFare;
+    b.from = numbered_id(kOperators + rng() % riders, 0x0A);
+    b.to = numbered_id(rng() % kOperators, 0x0A);
+    b.amount = 5700;
+    b.gate = "Охотный Ряд, турникет 7";
+    b.tap_at = tap_at;
+  }
+  std::vector<Envelope> envs(n);
+  parallel_for(n, [&](size_t i) {
+    uint64_t w = 0;
+    for (int k = 0; k < 8; ++k) w = (w << 8) | bodies[i].from[8 + k];
+    envs[i] = sign_envelope(bodies[i], {&keys[w % keys.size()]});
+  });
+  return envs;
 }
 
 }  // namespace cl::cli

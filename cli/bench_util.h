@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -43,5 +44,22 @@ KeyPair seeded_key(uint64_t n);
 
 // q-quantile (0..1) of sorted values; 0 if empty.
 double quantile(const std::vector<double>& sorted, double q);
+
+// A deterministic bench chain: authorities, node keys, a pool of wallet keys,
+// and the signed ops of a small city (transit operators, funded riders, fares).
+struct BenchWorld {
+  static constexpr uint64_t kOperators = 10;
+  KeyPair issuer, registrar;
+  std::vector<KeyPair> nodes;  // node i+1's key
+  std::vector<KeyPair> keys;   // shared by the wallets
+  std::string genesis_json;
+  uint64_t next_op = 0;
+
+  BenchWorld(size_t node_count, size_t key_count);
+  // Open kOperators transit operators and "riders" riders, fund each rider.
+  std::vector<Envelope> setup(uint64_t riders);
+  // "n" signed fares from random riders to random operators.
+  std::vector<Envelope> fares(uint64_t n, uint64_t riders, uint64_t tap_at, std::mt19937_64& rng);
+};
 
 }  // namespace cl::cli

@@ -46,77 +46,21 @@ void run_apply_bench(const ApplyBenchOptions& o) {
   if (temp) dir = (std::filesystem::temp_directory_path() / ("cityledger-bench-" + std::to_string(::getpid()))).string();
   std::filesystem::remove_all(dir);
 
-  KeyPair issuer = seeded_key(1'000'000'001), registrar = seeded_key(1'000'000'002), node = seeded_key(1'000'000'003);
-  std::string genesis_json = "{\"chain\":\"bench\",\"issuer\":\"" + hex_encode(issuer.public_key) +
-                             "\",\"registrars\":[\"" + hex_encode(registrar.public_key) +
-                             "\"],\"nodes\":[{\"id\":1,\"key\":\"" + hex_encode(node.public_key) + "\"}]}";
-  auto genesis = Genesis::parse(genesis_json);
+  std::cerr << "bench apply: preparing " << o.wallets << " wallets and " << o.batches * o.batch_size
+            << " signed fares...\n";
+  BenchWorld world(1, o.keys);
+  auto genesis = Genesis::parse(world.genesis_json);
   CL_CHECK(genesis.is_ok());
   LedgerOptions lo;
   lo.sync = o.sync;
   auto opened = Ledger::open(dir, *genesis, lo);
   CL_CHECK_MSG(opened.is_ok(), opened.status().to_string().c_str());
   Ledger& ledger = **opened;
-
-  std::cerr << "bench apply: preparing " << o.wallets << " wallets and " << o.batches * o.batch_size
-            << " signed fares...\n";
-  std::vector<KeyPair> keys(o.keys);
-  parallel_for(keys.size(), [&](size_t i) { keys[i] = seeded_key(i); });
-  constexpr uint64_t kOperators = 10;
-  uint64_t next_op = 0;
-  auto body = [&](OpType t) {
-    OpBody b;
-    b.chain = "bench";
-    b.id = numbered_id(next_op++, 0x0B);
-    b.type = t;
-    return b;
-  };
-  // Setup: operators, riders, and a top-up for every rider.
-  std::vector<OpBody> setup;
-  for (uint64_t w = 0; w < o.wallets + kOperators; ++w) {
-    OpBody b = body(OpType::kOpenWallet);
-    b.wallet = numbered_id(w, 0x0A);
-    b.key = keys[w % keys.size()].public_key;
-    b.kind = w < kOperators ? WalletKind::kTransit : WalletKind::kPersonal;
-    setup.push_back(b);
-  }
-  for (uint64_t w = kOperators; w < o.wallets + kOperators; ++w) {
-    OpBody b = body(OpType::kIssue);
-    b.to = numbered_id(w, 0x0A);
-    b.amount = 1'000'000;
-    setup.push_back(b);
-  }
-  std::vector<Envelope> setup_envs(setup.size());
-  parallel_for(setup.size(), [&](size_t i) {
-    const OpBody& b = setup[i];
-    if (b.type == OpType::kOpenWallet) {
-      uint64_t w = i;
-      setup_envs[i] = sign_envelope(b, {&registrar, &keys[w % keys.size()]});
-    } else {
-      setup_envs[i] = sign_envelope(b, {&issuer});
-    }
-  });
   uint64_t time = 1'800'000'000'000;
-  apply_all(ledger, setup_envs, &time);
-  setup_envs.clear();
-
+  apply_all(ledger, world.setup(o.wallets), &time);
   // The timed workload: fares from random riders to the operators.
   std::mt19937_64 rng(42);
-  std::vector<OpBody> fares(o.batches * o.batch_size);
-  for (auto& b : fares) {
-    b = body(OpType::kFare);
-    b.from = numbered_id(kOperators + rng() % o.wallets, 0x0A);
-    b.to = numbered_id(rng() % kOperators, 0x0A);
-    b.amount = 5700;
-    b.gate = "Охотный Ряд, турникет 7";
-    b.tap_at = time;
-  }
-  std::vector<Envelope> fare_envs(fares.size());
-  parallel_for(fares.size(), [&](size_t i) {
-    uint64_t w = 0;
-    for (int k = 0; k < 8; ++k) w = (w << 8) | fares[i].from[8 + k];
-    fare_envs[i] = sign_envelope(fares[i], {&keys[w % keys.size()]});
-  });
+  std::vector<Envelope> fare_envs = world.fares(o.batches * o.batch_size, o.wallets, time, rng);
 
   std::cerr << "bench apply: timing " << o.batches << " batches\n";
   std::vector<double> batch_ms;
@@ -186,6 +130,7 @@ void register_bench_commands(CLI::App& app) {
   apply->add_flag("--json", o->json, "print one JSON object");
   apply->callback([o] { run_apply_bench(*o); });
   register_http_bench(*bench);
+  register_audit_bench(*bench);
 }
 
 }  // namespace cl::cli

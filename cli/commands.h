@@ -14,6 +14,7 @@ void register_audit_commands(CLI::App& app);
 // `bench apply`, and `bench run` (HTTP load against a running node).
 void register_bench_commands(CLI::App& app);
 void register_http_bench(CLI::App& bench);
+void register_audit_bench(CLI::App& bench);
 
 // The exit code set by the subcommand that ran (0 unless it failed).
 int exit_code();

@@ -1,0 +1,152 @@
+// `cityledger bench audit`: how fast `cityledger audit` replays a journal,
+// against the Ed25519 verify ceiling of this machine (all cores).  It writes
+// a signed journal of --entries entries (riders opened and funded, then
+// fares in batches of 1,000) as the NDJSON an export gives, plus its genesis
+// and a checkpoint signed by 2 of 3 nodes, then audits it in process.
+#include <sodium.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "cli/bench_util.h"
+#include "cli/commands.h"
+#include "common/check.h"
+#include "common/hex.h"
+#include "ledger/audit.h"
+#include "ledger/merkle.h"
+
+namespace cl::cli {
+namespace {
+
+struct AuditBenchOptions {
+  uint64_t entries = 1'000'000;
+  uint64_t riders = 10'000;
+  std::string dir;
+  bool json = false;
+};
+
+// An NDJSON journal line as GET /v1/journal serves it: the entry's JCS with
+// its leaf hash spliced in (keys stay sorted: index, leaf_hash, op, time).
+std::string journal_line(const JournalEntry& e) {
+  auto at = e.bytes.find(",\"op\":");
+  CL_CHECK(at != std::string::npos);
+  return e.bytes.substr(0, at + 1) + "\"leaf_hash\":\"" + to_hex(e.leaf_hash) + "\"," + e.bytes.substr(at + 1);
+}
+
+void run_audit_bench(const AuditBenchOptions& o) {
+  CL_CHECK(sodium_init() >= 0);
+  std::string dir = o.dir;
+  bool temp = dir.empty();
+  if (temp) dir = (std::filesystem::temp_directory_path() / ("cityledger-bench-audit-" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+
+  // 1. A journal of o.entries entries, written through a real ledger.
+  BenchWorld world(3, 1000);
+  auto genesis = Genesis::parse(world.genesis_json);
+  CL_CHECK(genesis.is_ok());
+  {
+    std::ofstream g(dir + "/genesis.json");
+    g << world.genesis_json << "\n";
+  }
+  std::cerr << "bench audit: writing a " << o.entries << "-entry journal to " << dir << "/journal.ndjson...\n";
+  LedgerOptions lo;
+  lo.sync = false;
+  std::filesystem::remove_all(dir + "/source");
+  auto source = Ledger::open(dir + "/source", *genesis, lo);
+  CL_CHECK_MSG(source.is_ok(), source.status().to_string().c_str());
+  Ledger& src = **source;
+  uint64_t time = 1'800'000'000'000;
+  auto apply = [&](const std::vector<Envelope>& ops) {
+    for (size_t i = 0; i < ops.size(); i += 1000) {
+      size_t n = std::min<size_t>(1000, ops.size() - i);
+      auto r = src.apply(std::span<const Envelope>(ops.data() + i, n), ++time);
+      CL_CHECK_MSG(r.is_ok(), r.status().to_string().c_str());
+      for (const auto& out : *r) CL_CHECK_MSG(out.code == Code::kOk, out.detail.c_str());
+    }
+  };
+  uint64_t riders = std::min<uint64_t>(o.riders, std::max<uint64_t>(1, o.entries / 4));
+  apply(world.setup(riders));
+  std::mt19937_64 rng(42);
+  while (src.head().size < o.entries) {
+    uint64_t n = std::min<uint64_t>(100'000, o.entries - src.head().size);
+    apply(world.fares(n, riders, time, rng));
+  }
+  {
+    std::ofstream out(dir + "/journal.ndjson", std::ios::trunc);
+    for (uint64_t from = 0; from < src.head().size; from += kReadEntriesMax) {
+      auto page = src.journal(from, kReadEntriesMax);
+      CL_CHECK(page.is_ok());
+      for (const auto& e : *page) out << journal_line(e) << "\n";
+    }
+    CL_CHECK(static_cast<bool>(out));
+  }
+  Checkpoint cp;
+  cp.chain = genesis->chain;
+  cp.tree_size = src.head().size;
+  cp.root = src.head().root;
+  cp.time = src.head().last_time;
+  cp.signatures = {sign_checkpoint(cp, 1, world.nodes[0]), sign_checkpoint(cp, 2, world.nodes[1])};
+  {
+    std::ofstream c(dir + "/checkpoint.json");
+    c << checkpoint_to_json(cp).dump() << "\n";
+  }
+  source->reset();
+  std::filesystem::remove_all(dir + "/source");
+
+  // 2. The audit, timed from the first line read to the checkpoint verified.
+  std::cerr << "bench audit: auditing...\n";
+  auto t0 = BenchClock::now();
+  auto auditor = Auditor::open(*genesis, AuditOptions{});
+  CL_CHECK_MSG(auditor.is_ok(), auditor.status().to_string().c_str());
+  std::ifstream in(dir + "/journal.ndjson");
+  std::string line;
+  Status s = Status::ok();
+  while (s && std::getline(in, line)) s = (*auditor)->add_line(std::move(line));
+  if (s) s = (*auditor)->finish();
+  if (s) s = (*auditor)->check_checkpoint(cp);
+  double seconds = seconds_since(t0);
+  CL_CHECK_MSG(s.is_ok(), s.to_string().c_str());
+  uint64_t entries = (*auditor)->entries(), sigs = (*auditor)->signatures();
+  auditor->reset();
+
+  std::cerr << "bench audit: measuring Ed25519 verify rate...\n";
+  double verify_1 = measure_verify_per_sec(2.0);
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  double ceiling = verify_1 * cores;
+  double sig_rate = sigs / seconds;
+  if (temp) std::filesystem::remove_all(dir);
+  if (o.json) {
+    std::cout << Json{{"benchmark", "audit"}, {"entries", entries}, {"signatures", sigs}, {"seconds", seconds},
+                      {"entries_per_sec", entries / seconds}, {"signatures_per_sec", sig_rate},
+                      {"verify_per_sec_per_core", verify_1}, {"cores", cores}, {"verify_ceiling_per_sec", ceiling},
+                      {"signatures_over_ceiling", sig_rate / ceiling}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  std::printf("audit benchmark: %llu entries (%llu signatures), journal and checkpoint verified\n",
+              (unsigned long long)entries, (unsigned long long)sigs);
+  std::printf("  time                     %.2f s\n", seconds);
+  std::printf("  entries/s                %.0f\n", entries / seconds);
+  std::printf("  signatures/s             %.0f\n", sig_rate);
+  std::printf("  Ed25519 verify/s, 1 core %.0f; ceiling (%u cores) %.0f/s\n", verify_1, cores, ceiling);
+  std::printf("  audit / verify ceiling   %.0f%%\n", 100.0 * sig_rate / ceiling);
+  if (!temp)
+    std::printf("  files                    %s/{journal.ndjson,genesis.json,checkpoint.json}\n", dir.c_str());
+}
+
+}  // namespace
+
+void register_audit_bench(CLI::App& bench) {
+  auto o = std::make_shared<AuditBenchOptions>();
+  auto* cmd = bench.add_subcommand("audit", "audit replay speed vs the Ed25519 verify ceiling (all cores)");
+  cmd->add_option("--entries", o->entries, "journal entries")->capture_default_str()->check(
+      CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+  cmd->add_option("--riders", o->riders, "rider wallets")->capture_default_str();
+  cmd->add_option("--dir", o->dir, "keep journal.ndjson, genesis.json, checkpoint.json here (default: temporary)");
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->callback([o] { run_audit_bench(*o); });
+}
+
+}  // namespace cl::cli
