@@ -15,13 +15,62 @@ Status bad_entry(uint64_t index, const std::string& why) {
 }
 }  // namespace
 
+// Everything about one line that needs no ledger state: JSON shape, position,
+// canonical bytes, the claimed leaf hash, every signature.
+void Auditor::decode_line(const std::string& line, uint64_t position, Decoded* d) {
+  d->index = position;
+  auto doc = parse_json_strict(line);
+  if (!doc) {
+    d->error = "not valid JSON: " + doc.status().message();
+    return;
+  }
+  const Json& j = *doc;
+  if (!j.is_object() || !j.contains("index") || !j.contains("time") || !j.contains("op")) {
+    d->error = "must be {index, time, op[, leaf_hash]}";
+    return;
+  }
+  for (const auto& [k, v] : j.items())
+    if (k != "index" && k != "time" && k != "op" && k != "leaf_hash") {
+      d->error = "has a field other than index, time, op, leaf_hash: \"" + k + "\"";
+      return;
+    }
+  if (!j["index"].is_number_unsigned() || j["index"].get<uint64_t>() != position) {
+    d->error = "index field " + j["index"].dump() + " is not its position " + std::to_string(position) +
+               " (an entry removed, inserted or moved?)";
+    return;
+  }
+  if (!j["time"].is_number_unsigned()) {
+    d->error = "time must be an integer";
+    return;
+  }
+  d->time = j["time"].get<uint64_t>();
+  Rejection r;
+  auto env = decode_envelope_json(j["op"], &r);
+  if (!env) {
+    d->error = "op is " + std::string(code_name(r.code)) + ": " + r.detail;
+    return;
+  }
+  d->bytes = entry_bytes(position, d->time, env->jcs);
+  if (j.contains("leaf_hash") &&
+      (!j["leaf_hash"].is_string() || j["leaf_hash"].get<std::string>() != to_hex(merkle::leaf_hash(d->bytes)))) {
+    d->error = "leaf_hash does not match the entry's content";
+    return;
+  }
+  if (verify_envelope(*env) != Code::kOk) {
+    d->error = "a signature does not verify (forged or altered op)";
+    return;
+  }
+  d->env = std::move(*env);
+}
+
 Auditor::Auditor(const Genesis& genesis, AuditOptions options) : genesis_(genesis), options_(std::move(options)) {
   if (options_.threads == 0) options_.threads = std::max(1u, std::thread::hardware_concurrency());
   if (options_.chunk_entries == 0) options_.chunk_entries = 8192;
 }
 
 Auditor::~Auditor() {
-  for (auto& w : workers_) w.wait();
+  for (auto& c : inflight_)
+    for (auto& w : c->workers) w.wait();
   replayer_.reset();
   ledger_.reset();
   if (own_scratch_) {
@@ -60,99 +109,55 @@ Status Auditor::add_line(std::string line) {
   pending_.push_back(std::move(line));
   ++lines_;
   if (pending_.size() >= options_.chunk_entries) {
-    failed_ = drain();  // apply the previous chunk (its checks ran meanwhile)
-    if (!failed_) return failed_;
     launch();
+    // Apply the older chunk while the workers check the new one.
+    if (inflight_.size() > 1) failed_ = drain();
   }
-  return Status::ok();
+  return failed_;
 }
 
 void Auditor::launch() {
-  inflight_lines_ = std::move(pending_);
+  if (pending_.empty()) return;
+  auto chunk = std::make_unique<Chunk>();
+  chunk->first = pending_first_;
+  chunk->lines = std::move(pending_);
   pending_.clear();
-  uint64_t first = pending_first_;
-  pending_first_ += inflight_lines_.size();
-  inflight_.assign(inflight_lines_.size(), Decoded{});
-  size_t n = inflight_lines_.size();
+  pending_first_ += chunk->lines.size();
+  chunk->decoded.resize(chunk->lines.size());
+  size_t n = chunk->lines.size();
   size_t per = (n + options_.threads - 1) / options_.threads;
-  workers_.clear();
   for (size_t start = 0; start < n; start += per) {
     size_t end = std::min(n, start + per);
-    workers_.push_back(std::async(std::launch::async, [this, first, start, end] {
-      for (size_t i = start; i < end; ++i) {
-        Decoded& d = inflight_[i];
-        uint64_t position = first + i;
-        d.index = position;
-        auto doc = parse_json_strict(inflight_lines_[i]);
-        if (!doc) {
-          d.error = "not valid JSON: " + doc.status().message();
-          continue;
-        }
-        const Json& j = *doc;
-        if (!j.is_object() || !j.contains("index") || !j.contains("time") || !j.contains("op")) {
-          d.error = "must be {index, time, op[, leaf_hash]}";
-          continue;
-        }
-        bool unknown = false;
-        for (const auto& [k, v] : j.items()) unknown = unknown || (k != "index" && k != "time" && k != "op" && k != "leaf_hash");
-        if (unknown) {
-          d.error = "has fields other than index, time, op, leaf_hash";
-          continue;
-        }
-        if (!j["index"].is_number_unsigned() || j["index"].get<uint64_t>() != position) {
-          d.error = "index field " + j["index"].dump() + " is not its position " + std::to_string(position) +
-                    " (an entry removed, inserted or moved?)";
-          continue;
-        }
-        if (!j["time"].is_number_unsigned()) {
-          d.error = "time must be an integer";
-          continue;
-        }
-        d.time = j["time"].get<uint64_t>();
-        Rejection r;
-        auto env = decode_envelope_json(j["op"], &r);
-        if (!env) {
-          d.error = "op is " + std::string(code_name(r.code)) + ": " + r.detail;
-          continue;
-        }
-        d.bytes = entry_bytes(position, d.time, env->jcs);
-        if (j.contains("leaf_hash") &&
-            (!j["leaf_hash"].is_string() || j["leaf_hash"].get<std::string>() != to_hex(merkle::leaf_hash(d.bytes)))) {
-          d.error = "leaf_hash does not match the entry's content";
-          continue;
-        }
-        if (verify_envelope(*env) != Code::kOk) {
-          d.error = "a signature does not verify (forged or altered op)";
-          continue;
-        }
-        d.env = std::move(*env);
-      }
+    Chunk* c = chunk.get();
+    c->workers.push_back(std::async(std::launch::async, [c, start, end] {
+      for (size_t i = start; i < end; ++i) decode_line(c->lines[i], c->first + i, &c->decoded[i]);
     }));
   }
+  inflight_.push_back(std::move(chunk));
 }
 
 Status Auditor::drain() {
-  for (auto& w : workers_) w.wait();
-  workers_.clear();
-  for (auto& d : inflight_) {
+  if (inflight_.empty()) return Status::ok();
+  std::unique_ptr<Chunk> chunk = std::move(inflight_.front());
+  inflight_.pop_front();
+  for (auto& w : chunk->workers) w.wait();
+  for (auto& d : chunk->decoded) {
     if (!d.error.empty()) return bad_entry(d.index, d.error);
     signatures_ += d.env.signatures.size();
     if (d.env.body.type == OpType::kOpenWallet) ++wallets_;
     Status s = replayer_->add_decoded(d.index, d.time, std::move(d.env), std::move(d.bytes));
     if (!s) return s;
   }
-  inflight_.clear();
-  inflight_lines_.clear();
   return Status::ok();
 }
 
 Status Auditor::finish() {
   if (!failed_) return failed_;
-  failed_ = drain();
-  if (!failed_) return failed_;
   launch();
-  failed_ = drain();
-  if (!failed_) return failed_;
+  while (!inflight_.empty()) {
+    failed_ = drain();
+    if (!failed_) return failed_;
+  }
   failed_ = replayer_->finish();
   if (!failed_) return failed_;
   // Σ balances = issued − redeemed, and the stored tree matches the journal.

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <future>
 #include <memory>
 #include <string>
@@ -63,10 +64,18 @@ class Auditor {
     std::string bytes;
     std::string error;  // empty: the line is well-formed, canonical and validly signed
   };
+  // Lines decoded and verified in parallel while the chunk before is applied.
+  struct Chunk {
+    uint64_t first = 0;  // journal index of lines[0]
+    std::vector<std::string> lines;
+    std::vector<Decoded> decoded;
+    std::vector<std::future<void>> workers;
+  };
   Auditor(const Genesis& genesis, AuditOptions options);
-  // Decodes and verifies buffered lines in parallel (asynchronously).
+  static void decode_line(const std::string& line, uint64_t position, Decoded* d);
+  // Starts decoding and verifying the buffered lines (asynchronously).
   void launch();
-  // Applies the chunk launched earlier, in order.
+  // Waits for the oldest launched chunk and applies it, in order.
   Status drain();
 
   Genesis genesis_;
@@ -77,9 +86,7 @@ class Auditor {
   std::unique_ptr<JournalReplayer> replayer_;
   std::vector<std::string> pending_;  // lines not yet launched
   uint64_t pending_first_ = 0;        // journal index of pending_[0]
-  std::vector<std::string> inflight_lines_;
-  std::vector<Decoded> inflight_;
-  std::vector<std::future<void>> workers_;
+  std::deque<std::unique_ptr<Chunk>> inflight_;
   uint64_t lines_ = 0;
   uint64_t wallets_ = 0;
   uint64_t signatures_ = 0;
