@@ -47,12 +47,42 @@ void Checkpointer::run() {
   // peers' signatures soon after they catch up; cheap when nothing changed.
   const auto tick = std::chrono::milliseconds(std::clamp<uint64_t>(options_.interval_ms / 4, 20, 250));
   while (true) {
+    std::vector<Done> waiting;
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, tick, [this] { return stopping_; })) return;
+      cv_.wait_for(lock, tick, [this] { return stopping_ || !waiting_.empty(); });
+      if (stopping_) break;
+      waiting.swap(waiting_);
     }
-    round();
+    if (waiting.empty()) {
+      round();
+      continue;
+    }
+    make_checkpoint(/*now=*/true);
+    gather();
+    auto cp = latest();
+    for (auto& d : waiting) d(cp);
   }
+  std::vector<Done> waiting;
+  {
+    std::lock_guard lock(mu_);
+    waiting.swap(waiting_);
+  }
+  for (auto& d : waiting) d(latest());
+}
+
+void Checkpointer::when_current(Done done) {
+  auto cp = latest();
+  if (cp && cp->tree_size >= ledger_->head().size) return done(cp);
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_ && thread_.joinable()) {
+      waiting_.push_back(std::move(done));
+      cv_.notify_all();
+      return;
+    }
+  }
+  done(cp);
 }
 
 void Checkpointer::round() {
@@ -84,7 +114,7 @@ Result<Checkpoint> Checkpointer::sign_at(uint64_t tree_size) const {
   return cp;
 }
 
-void Checkpointer::make_checkpoint() {
+void Checkpointer::make_checkpoint(bool now) {
   auto head = ledger_->head();
   uint64_t last_size = 0;
   {
@@ -92,14 +122,13 @@ void Checkpointer::make_checkpoint() {
     if (!checkpoints_.empty()) last_size = checkpoints_.rbegin()->first;
   }
   if (head.size <= last_size) return;
-  uint64_t now = now_ms();
-  if (head.size - last_size < options_.entries && now - last_made_ms_ < options_.interval_ms) return;
+  if (!now && head.size - last_size < options_.entries && now_ms() - last_made_ms_ < options_.interval_ms) return;
   auto cp = sign_at(head.size);
   if (!cp) {
     log_event(LogLevel::kWarn, "checkpoint_failed", {{"error", cp.status().to_string()}});
     return;
   }
-  last_made_ms_ = now;
+  last_made_ms_ = now_ms();
   std::lock_guard lock(mu_);
   checkpoints_[cp->tree_size] = *cp;
   while (checkpoints_.size() > options_.kept_in_memory) checkpoints_.erase(checkpoints_.begin());

@@ -59,9 +59,17 @@ class Checkpointer {
   // One round now (tests; the thread calls it on its own cadence).
   void round();
 
+  // Calls done(latest) from the checkpointer thread once a checkpoint covers
+  // the journal as it is now: at once if the latest one already does;
+  // otherwise after signing the current head and asking the peers for their
+  // signatures on it (a peer that has not applied that far yet signs in a
+  // later round).  Concurrent callers share one round.
+  using Done = std::function<void(std::optional<Checkpoint>)>;
+  void when_current(Done done);
+
  private:
   void run();
-  void make_checkpoint();
+  void make_checkpoint(bool now = false);
   void gather();
   void store_locked(const Checkpoint& cp);  // appends a line; caller holds mu_
   void load();
@@ -78,6 +86,7 @@ class Checkpointer {
   std::map<uint64_t, Checkpoint> checkpoints_;  // by tree size; guarded by mu_
   std::condition_variable cv_;
   bool stopping_ = false;
+  std::vector<Done> waiting_;  // guarded by mu_
   std::thread thread_;
   uint64_t last_made_ms_ = 0;
 };

@@ -251,9 +251,9 @@ Status Node::start() {
   co.entries = config_.limits.checkpoint_entries;
   checkpointer_ = std::make_unique<Checkpointer>(genesis_, config_.node_id, node_key_, ledger_.get(),
                                                  [this] { return peers(); }, config_.data_dir + "/checkpoints.ndjson", co);
+  checkpointer_->start();
   Status s = server_->start();
   if (!s) return s;
-  checkpointer_->start();
   ready_ = true;
   auto head = ledger_->head();
   log_event(LogLevel::kInfo, "node_started",
@@ -435,7 +435,7 @@ void Node::handle(Request&& req, Respond respond) {
   } else if (path == "/v1/journal") {
     if (only(http::verb::get)) respond(get_journal(req, query));
   } else if (path == "/v1/checkpoint") {
-    if (only(http::verb::get)) respond(get_checkpoint(req, query));
+    if (only(http::verb::get)) get_checkpoint(std::move(req), std::move(respond), query);
   } else if (path == "/v1/checkpoints") {
     if (only(http::verb::get)) respond(get_checkpoints(req, query));
   } else if (path == "/v1/proof/inclusion") {
@@ -682,25 +682,30 @@ Response Node::get_journal(const Request& req, std::string_view query) {
   return res;
 }
 
-// GET /v1/checkpoint: the latest checkpoint with every node signature
-// gathered for it.  ?tree_size=N: this node's signature on the tree head at N
-// (how nodes gather each other's signatures; also for auditors).
-Response Node::get_checkpoint(const Request& req, std::string_view query) {
+// GET /v1/checkpoint: the latest checkpoint, with every node signature
+// gathered for it; if the journal has grown since, the node first signs its
+// current head and asks the other nodes to sign it too (answered once they
+// have, or have said they are not there yet).  ?tree_size=N: this node's
+// signature on the tree head at N (how nodes gather each other's).
+void Node::get_checkpoint(Request&& req, Respond respond, std::string_view query) {
   Query q = parse_query(query);
   std::optional<uint64_t> tree_size;
   if (!query_u64(q, "tree_size", &tree_size))
-    return problem(req, 400, "malformed", "tree_size must be a non-negative integer");
-  std::optional<Checkpoint> cp;
-  if (!tree_size) cp = checkpointer_->latest();
-  if (!cp) {
-    auto signed_cp = checkpointer_->sign_at(tree_size.value_or(ledger_->head().size));
-    if (!signed_cp) {
-      if (signed_cp.status().code() == "not_found") return problem(req, 404, "not_found", signed_cp.status().message());
-      return storage_error(req, signed_cp.status());
+    return respond(problem(req, 400, "malformed", "tree_size must be a non-negative integer"));
+  auto signed_at = [this](const Request& r, uint64_t size) {
+    auto cp = checkpointer_->sign_at(size);
+    if (!cp) {
+      if (cp.status().code() == "not_found") return problem(r, 404, "not_found", cp.status().message());
+      return storage_error(r, cp.status());
     }
-    cp = *signed_cp;
-  }
-  return json_response(req, 200, checkpoint_to_json(*cp));
+    return json_response(r, 200, checkpoint_to_json(*cp));
+  };
+  if (tree_size) return respond(signed_at(req, *tree_size));
+  auto shared = std::make_shared<Request>(std::move(req));
+  checkpointer_->when_current([this, shared, respond, signed_at](std::optional<Checkpoint> cp) {
+    if (!cp) return respond(signed_at(*shared, ledger_->head().size));  // nothing stored yet
+    respond(json_response(*shared, 200, checkpoint_to_json(*cp)));
+  });
 }
 
 // GET /v1/checkpoints?from=&limit=: stored checkpoints, oldest first, with

@@ -60,7 +60,7 @@ class Node {
   Response get_wallet(const Request& req, std::string_view id);
   Response get_wallet_entries(const Request& req, std::string_view id, std::string_view query);
   Response get_journal(const Request& req, std::string_view query);
-  Response get_checkpoint(const Request& req, std::string_view query);
+  void get_checkpoint(Request&& req, Respond respond, std::string_view query);
   Response get_checkpoints(const Request& req, std::string_view query);
   Response get_inclusion(const Request& req, std::string_view query);
   Response get_consistency(const Request& req, std::string_view query);

@@ -182,7 +182,13 @@ Status Auditor::drain() {
   inflight_.pop_front();
   for (auto& w : chunk->workers) w.wait();
   for (auto& d : chunk->decoded) {
-    if (!d.error.empty()) return bad_entry(d.index, d.error);
+    if (!d.error.empty()) {
+      // Entries before it that share its time are still queued as one
+      // batch: apply them first, so that the first bad entry is the one named.
+      Status earlier = replayer_->finish();
+      if (!earlier) return earlier;
+      return bad_entry(d.index, d.error);
+    }
     signatures_ += d.env.signatures.size();
     if (d.env.body.type == OpType::kOpenWallet) ++wallets_;
     Status s = replayer_->add_decoded(d.index, d.time, std::move(d.env), std::move(d.bytes));

@@ -13,6 +13,15 @@ JournalReplayer::JournalReplayer(Ledger* target, bool verify_signatures)
     : target_(target), verify_signatures_(verify_signatures), next_index_(target->head().size) {}
 
 Status JournalReplayer::add(std::string_view bytes) {
+  Status s = check_and_add(bytes);
+  if (s || batch_.empty()) return s;
+  // Entries before this one that share its time are still queued: a bad one
+  // among them comes first.
+  Status earlier = flush();
+  return earlier ? s : earlier;
+}
+
+Status JournalReplayer::check_and_add(std::string_view bytes) {
   uint64_t index = next_index_;
   auto doc = parse_json_strict(bytes);
   if (!doc) return bad_entry(index, doc.status().message());
@@ -50,6 +59,14 @@ Status JournalReplayer::add_decoded(uint64_t index, uint64_t time, Envelope env,
 
 Status JournalReplayer::flush() {
   if (batch_.empty()) return Status::ok();
+  // Applied (or refused) once, whatever the outcome: never retried.
+  struct Clear {
+    JournalReplayer* r;
+    ~Clear() {
+      r->batch_.clear();
+      r->batch_bytes_.clear();
+    }
+  } clear{this};
   if (batch_time_ <= target_->head().last_time)
     return bad_entry(batch_first_index_, "ledger time does not increase");
   auto outcomes = target_->apply(batch_, batch_time_);
@@ -62,8 +79,6 @@ Status JournalReplayer::flush() {
     if (o.receipt.index != index || o.receipt.leaf_hash != merkle::leaf_hash(batch_bytes_[i]))
       return bad_entry(index, "replayed entry differs from the journal");
   }
-  batch_.clear();
-  batch_bytes_.clear();
   return Status::ok();
 }
 

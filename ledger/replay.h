@@ -38,6 +38,7 @@ class JournalReplayer {
   uint64_t entries() const { return next_index_; }
 
  private:
+  Status check_and_add(std::string_view entry_bytes);
   Status flush();
 
   Ledger* target_;
