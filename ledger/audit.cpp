@@ -135,6 +135,7 @@ Result<std::unique_ptr<Auditor>> Auditor::open(const Genesis& genesis, AuditOpti
   }
   LedgerOptions lo;
   lo.sync = false;  // scratch: nothing here needs to survive a crash
+  lo.disable_wal = true;
   auto ledger = Ledger::open(a->scratch_ + "/ledger", genesis, lo);
   if (!ledger) return ledger.status();
   a->ledger_ = std::move(*ledger);

@@ -330,6 +330,7 @@ Status Ledger::Applier::commit() {
   }
   rocksdb::WriteOptions wo;
   wo.sync = l_->options_.sync;
+  wo.disableWAL = l_->options_.disable_wal;
   auto s = l_->db_->Write(wo, &batch);
   if (!s.ok()) return io_error(s, "write batch");
   return Status::ok();
@@ -583,6 +584,7 @@ Status Ledger::advance_to(uint64_t time, uint64_t source_index) {
   CL_CHECK(b.Put(family(store::kMetaState), store::kMetaState, store::encode_meta(m)).ok());
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
+  wo.disableWAL = options_.disable_wal;
   auto s = db_->Write(wo, &b);
   if (!s.ok()) return io_error(s, "write meta");
   meta_ = m;

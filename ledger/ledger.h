@@ -41,6 +41,10 @@ struct LedgerOptions {
   // fsync every applied batch (the WAL write is synced before apply returns).
   // Off only where another log already made the batch durable (Raft).
   bool sync = true;
+  // No write-ahead log at all: a crash loses everything not yet flushed.
+  // Only for scratch ledgers that are rebuilt from scratch anyway (an
+  // auditor's replay).
+  bool disable_wal = false;
   // Storage environment; nullptr = the OS file system.  Simulations pass an
   // in-memory env.
   rocksdb::Env* env = nullptr;
