@@ -35,6 +35,9 @@ void parallel_for(size_t n, Fn fn) {
 
 // Single-core Ed25519 verifications per second, measured over ~"seconds".
 double measure_verify_per_sec(double seconds);
+// Verifications per second with every core verifying at once (the machine's
+// real ceiling: on shared or SMT cores it is below cores × one core's rate).
+double measure_verify_all_cores(double seconds);
 
 // A 128-bit id from a counter and a tag byte.
 Id128 numbered_id(uint64_t n, uint8_t tag);
