@@ -12,6 +12,10 @@ namespace cl::raft {
 namespace {
 
 constexpr std::string_view kHardStateKey = "h";
+// The store's format: written into an empty store, required of a used one.
+// 2: batch entries carry decoded fields; conf changes may carry a context.
+constexpr std::string_view kFormatKey = "v";
+constexpr std::string_view kFormat = "cityledger-raft-2";
 constexpr std::string_view kSnapshotKey = "s";
 constexpr char kEntryPrefix = 'e';
 
@@ -96,6 +100,26 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   auto s = rocksdb::DB::Open(o, dir, &raw);
   if (!s.ok()) return io(s, "open raft store " + dir);
   std::unique_ptr<RaftStorage> st(new RaftStorage(std::unique_ptr<rocksdb::DB>(raw)));
+  {
+    std::string format;
+    auto fs = st->db_->Get(rocksdb::ReadOptions(), kFormatKey, &format);
+    if (fs.IsNotFound()) {
+      std::unique_ptr<rocksdb::Iterator> any(st->db_->NewIterator(rocksdb::ReadOptions()));
+      any->SeekToFirst();
+      if (any->Valid())
+        return Status::error("corruption", "raft store " + dir + " has no format record (written by an older version?); "
+                                           "remove the node's data directory and let it catch up from the leader");
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      fs = st->db_->Put(wo, kFormatKey, kFormat);
+      if (!fs.ok()) return io(fs, "write raft store format");
+    } else if (!fs.ok()) {
+      return io(fs, "read raft store format");
+    } else if (format != kFormat) {
+      return Status::error("corruption", "raft store " + dir + " has format \"" + format + "\", this build reads \"" +
+                                             std::string(kFormat) + "\"");
+    }
+  }
   std::unique_ptr<rocksdb::Iterator> it(st->db_->NewIterator(rocksdb::ReadOptions()));
   it->SeekForPrev(entry_key(std::numeric_limits<Index>::max()));
   if (it->Valid() && it->key().size() == 9 && it->key()[0] == kEntryPrefix) {

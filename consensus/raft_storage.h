@@ -3,7 +3,8 @@
 // persist before sending).  Every stored entry carries its own CRC-32C
 // (codec.h) and is verified when read back; a bad record stops start-up.
 //
-// Keys:  "h" → hard state   "s" → snapshot meta   "e" index(8, big-endian) → entry record
+// Keys:  "v" → format ("cityledger-raft-2")   "h" → hard state   "s" → snapshot meta
+//        "e" index(8, big-endian) → entry record
 #pragma once
 
 #include <memory>

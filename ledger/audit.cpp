@@ -136,6 +136,7 @@ Result<std::unique_ptr<Auditor>> Auditor::open(const Genesis& genesis, AuditOpti
   LedgerOptions lo;
   lo.sync = false;  // scratch: nothing here needs to survive a crash
   lo.disable_wal = true;
+  lo.memtable_mib = 64;
   auto ledger = Ledger::open(a->scratch_ + "/ledger", genesis, lo);
   if (!ledger) return ledger.status();
   a->ledger_ = std::move(*ledger);

@@ -388,6 +388,10 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   journal.table_factory = table;
   journal.compression = rocksdb::kNoCompression;
   journal.write_buffer_size = 32 << 20;
+  if (options.memtable_mib > 0) {
+    state.write_buffer_size = options.memtable_mib << 20;
+    journal.write_buffer_size = options.memtable_mib << 20;
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, state}, {std::string(store::kJournalFamily), journal}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
