@@ -30,7 +30,11 @@ inline uint16_t free_port() {
   static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
                           static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
+#ifndef CL_PORT_BASE
+#define CL_PORT_BASE 20000
+#define CL_PORT_SPAN 12000
+#endif
+    uint16_t port = static_cast<uint16_t>(CL_PORT_BASE + rng() % CL_PORT_SPAN);
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(fd >= 0);
     int one = 1;
@@ -43,7 +47,7 @@ inline uint16_t free_port() {
     ::close(fd);
     if (ok) return port;
   }
-  FAIL("no free loopback port in 20000-31999");
+  FAIL("no free loopback port in " << CL_PORT_BASE << "-" << CL_PORT_BASE + CL_PORT_SPAN - 1);
   return 0;
 }
 
