@@ -212,4 +212,24 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+#ifdef CL_VECTORS_DIR
+// The design's known-answer vectors (tests/vectors/design-vectors.json).
+inline Json design_vectors() {
+  std::ifstream in(CL_VECTORS_DIR "/design-vectors.json");
+  REQUIRE(in.good());
+  return Json::parse(in);
+}
+#endif
+
+// The key pair whose libsodium secret key is "secret_hex" (seed ‖ public).
+inline KeyPair key_from_secret_hex(const std::string& secret_hex) {
+  auto secret = hex_decode_array<64>(secret_hex);
+  REQUIRE(secret.has_value());
+  std::array<uint8_t, 32> seed{};
+  std::copy_n(secret->begin(), 32, seed.begin());
+  KeyPair k = key_pair_from_seed(seed);
+  REQUIRE(k.secret_key == *secret);
+  return k;
+}
+
 }  // namespace cl::test

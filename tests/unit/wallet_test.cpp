@@ -29,22 +29,6 @@ namespace {
 using namespace std::string_literals;
 using namespace std::string_view_literals;
 
-Json design_vectors() {
-  std::ifstream in(CL_VECTORS_DIR "/design-vectors.json");
-  REQUIRE(in.good());
-  return Json::parse(in);
-}
-
-// The key pair whose libsodium secret key is "secret_hex" (seed ‖ public).
-KeyPair key_from_secret_hex(const std::string& secret_hex) {
-  auto secret = hex_decode_array<64>(secret_hex);
-  REQUIRE(secret.has_value());
-  std::array<uint8_t, 32> seed{};
-  std::copy_n(secret->begin(), 32, seed.begin());
-  KeyPair k = key_pair_from_seed(seed);
-  REQUIRE(k.secret_key == *secret);
-  return k;
-}
 
 // The vector keys by public-key hex.
 std::vector<KeyPair> vector_keys(const Json& vectors) {
