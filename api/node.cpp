@@ -95,23 +95,11 @@ Json receipt_json(const Receipt& r) {
 
 // {"index","leaf_hash","op","time"} built from the entry's canonical bytes
 // without re-parsing: bytes are {"index":N,"op":OP,"time":T}.
-std::string entry_json(const JournalEntry& e) {
-  std::string_view b = e.bytes;
-  auto op_start = b.find(",\"op\":") + 6;
-  auto op_end = b.rfind(",\"time\":");
-  std::string out;
-  out.reserve(b.size() + 100);
-  out += "{\"index\":" + std::to_string(e.index) + ",\"leaf_hash\":\"" + to_hex(e.leaf_hash) + "\",\"op\":";
-  out.append(b.substr(op_start, op_end - op_start));
-  out += ",\"time\":" + std::to_string(e.time) + "}";
-  return out;
-}
-
 std::string entries_page(const std::vector<JournalEntry>& entries, uint64_t next) {
   std::string out = "{\"entries\":[";
   for (size_t i = 0; i < entries.size(); ++i) {
     if (i) out += ',';
-    out += entry_json(entries[i]);
+    out += journal_line(entries[i].bytes, entries[i].leaf_hash);
   }
   out += "],\"next\":" + std::to_string(next) + "}";
   return out;
@@ -660,7 +648,7 @@ Response Node::get_journal(const Request& req, std::string_view query) {
     if (!entries) return storage_error(req, entries.status());
     if (entries->empty()) break;
     for (const auto& e : *entries) {
-      body += entry_json(e);
+      body += journal_line(e.bytes, e.leaf_hash);
       body += '\n';
     }
     next += entries->size();

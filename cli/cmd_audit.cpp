@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "api/http_client.h"
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "common/hex.h"
 #include "ledger/audit.h"
@@ -19,9 +20,7 @@
 namespace cl::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using Clock = BenchClock;
 
 Result<Json> get_json(const std::string& base, const std::string& target, uint64_t timeout_ms = 10000) {
   auto url = api::parse_url(base);

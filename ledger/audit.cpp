@@ -18,14 +18,6 @@ Status bad_entry(uint64_t index, const std::string& why) {
 // Everything about one line that needs no ledger state: JSON shape, position,
 // canonical bytes, the claimed leaf hash, every signature.
 namespace {
-// The canonical form of a journal line: the entry's JCS, with its leaf hash
-// spliced in where JCS puts it (keys index, leaf_hash, op, time).
-std::string canonical_line(const std::string& entry, const Hash& leaf) {
-  auto at = entry.find(",\"op\":");
-  if (at == std::string::npos) return entry;
-  return entry.substr(0, at + 1) + "\"leaf_hash\":\"" + to_hex(leaf) + "\"," + entry.substr(at + 1);
-}
-
 // Fast path for what nodes export: a line that is exactly its canonical form
 // cannot hide duplicate keys, floats or other non-canonical text, so the
 // plain parser suffices for it.  Anything else takes the strict path.
@@ -40,7 +32,7 @@ bool decode_canonical(const std::string& line, uint64_t position, uint64_t* time
   if (!e) return false;
   *time = j["time"].get<uint64_t>();
   *bytes = entry_bytes(position, *time, e->jcs);
-  if (canonical_line(*bytes, merkle::leaf_hash(*bytes)) != line) return false;
+  if (journal_line(*bytes, merkle::leaf_hash(*bytes)) != line) return false;
   *env = std::move(*e);
   return true;
 }

@@ -38,6 +38,16 @@ std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope
   return out;
 }
 
+std::string journal_line(std::string_view entry_bytes, const Hash& leaf_hash) {
+  auto at = entry_bytes.find(",\"op\":");
+  CL_CHECK_MSG(at != std::string_view::npos, "not an entry's bytes");
+  std::string out;
+  out.reserve(entry_bytes.size() + 80);
+  out.append(entry_bytes.substr(0, at + 1)).append("\"leaf_hash\":\"").append(to_hex(leaf_hash)).append("\",");
+  out.append(entry_bytes.substr(at + 1));
+  return out;
+}
+
 std::optional<uint64_t> entry_time(std::string_view bytes) {
   constexpr std::string_view kKey = ",\"time\":";
   auto pos = bytes.rfind(kKey);

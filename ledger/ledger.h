@@ -183,4 +183,9 @@ std::optional<uint64_t> entry_time(std::string_view entry_bytes);
 // The canonical bytes of entry {index, time, op = envelope JCS}.
 std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope_jcs);
 
+// The journal line GET /v1/journal serves and `cityledger export` writes:
+// the entry's bytes with its leaf hash spliced in where JCS puts it (keys
+// index, leaf_hash, op, time).
+std::string journal_line(std::string_view entry_bytes, const Hash& leaf_hash);
+
 }  // namespace cl
