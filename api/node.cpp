@@ -201,6 +201,11 @@ Status Node::start() {
     for (const auto& p : peers())
       if (!ro.peers.contains(p.id)) ro.peers[p.id] = raft::PeerAddress{p.raft.host, p.raft.port};
     ro.on_conf_change = [this](const raft::ConfChange& cc) { return on_conf_change(cc); };
+    ro.on_soft_state = [](const raft::SoftState& ss) {
+      log_event(LogLevel::kInfo, "raft_role",
+                {{"role", raft::to_string(ss.role)}, {"term", std::to_string(ss.term)},
+                 {"leader", std::to_string(ss.leader)}});
+    };
     ro.dir = config_.data_dir + "/raft";
     ro.compact_every = config_.limits.raft_compact_entries;
     ro.fetch_snapshot = [this](const raft::SnapshotRequest& req) -> Result<raft::SnapshotMeta> {

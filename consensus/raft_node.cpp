@@ -170,6 +170,10 @@ void RaftNode::loop() {
 
 void RaftNode::handle_ready() {
   Ready rd = core_->ready();
+  if (!(rd.soft_state == last_soft_state_)) {
+    last_soft_state_ = rd.soft_state;
+    if (options_.on_soft_state) options_.on_soft_state(rd.soft_state);
+  }
   // A leader's appends and heartbeats go out before its own write (see
   // may_send_before_persist); everything else only once it is durable.
   for (const auto& m : rd.messages)

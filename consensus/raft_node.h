@@ -67,6 +67,9 @@ struct RaftNodeOptions {
   // A returned address is where the transport reaches cc.node from now on,
   // so every replica, and any later leader, knows a member added at run time.
   std::function<std::optional<PeerAddress>(const ConfChange& cc)> on_conf_change;
+  // Called on the Raft thread whenever this node's role, term or known
+  // leader changes (for the operator's log).
+  std::function<void(const SoftState&)> on_soft_state;
 };
 
 struct RaftStatus {
@@ -143,6 +146,7 @@ class RaftNode {
   std::map<Index, Done> conf_changes_;
   std::thread fetcher_;
   bool fetching_ = false;
+  SoftState last_soft_state_;  // as last reported to on_soft_state
 };
 
 }  // namespace cl::raft

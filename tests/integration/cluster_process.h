@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <memory>
@@ -372,6 +373,30 @@ class Cluster {
     REQUIRE(nd.pid > 0);
     REQUIRE(::kill(nd.pid, SIGSTOP) == 0);
     nd.paused = true;
+    // kill() only queues the stop: wait until every thread has stopped, so
+    // nothing the test does next can still be answered by this node.
+    auto t0 = std::chrono::steady_clock::now();
+    auto deadline = t0 + std::chrono::seconds(5);
+    while (!all_threads_stopped(nd.pid)) {
+      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "node " << id << " did not stop within 5 s of SIGSTOP");
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (ms > 0.5) MESSAGE("node " << id << " took " << ms << " ms to stop after SIGSTOP");
+  }
+  // True if every thread of "pid" is in the stopped state ('T' in /proc).
+  static bool all_threads_stopped(pid_t pid) {
+    std::error_code ec;
+    const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+    size_t threads = 0;
+    for (const auto& t : std::filesystem::directory_iterator(task_dir, ec)) {
+      std::string stat = read_file(t.path().string() + "/stat");
+      size_t close = stat.rfind(')');  // "pid (comm) S ...": comm may contain spaces
+      if (close == std::string::npos || close + 2 >= stat.size()) return false;
+      if (stat[close + 2] != 'T' && stat[close + 2] != 't') return false;
+      ++threads;
+    }
+    return !ec && threads > 0;
   }
   void resume(uint64_t id) {
     Node& nd = node(id);

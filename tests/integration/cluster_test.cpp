@@ -533,6 +533,12 @@ void check_after_load(const Cluster& c, const Wallets& w, const std::map<WalletI
   }
 }
 
+// Node "id"'s /v1/cluster as JSON text (for failure messages).
+std::string leader_view_text(const Cluster& c, uint64_t id) {
+  auto v = c.view(id);
+  return v ? v->raw.dump() : std::string("(no answer)");
+}
+
 // ---------- tests ----------
 
 TEST_CASE("a 3-node cluster elects one leader and followers redirect writes to it") {
@@ -848,7 +854,10 @@ TEST_CASE("a minority partition cannot commit; the majority keeps going") {
     api::HttpClient hc("127.0.0.1", c.api_port(leader), 3000);
     auto t = SteadyClock::now();
     auto wr = hc.request("POST", "/v1/ops", cut_off.jcs);
-    CHECK_MESSAGE((!wr.is_ok() || wr->status != 200), "a leader without a quorum acknowledged a write: " << wr->body);
+    CHECK_MESSAGE((!wr.is_ok() || wr->status != 200), "a leader without a quorum acknowledged a write: "
+                                                          << wr->body << " (after " << ms_since(t) << " ms)\n"
+                                                          << "leader's view: " << leader_view_text(c, leader) << "\n"
+                                                          << c.logs(60));
     MESSAGE("write to the cut-off leader: " << (wr ? "HTTP " + std::to_string(wr->status) : wr.status().to_string())
                                             << " after " << ms_since(t) << " ms");
     api::HttpClient rc("127.0.0.1", c.api_port(leader), 3000);

@@ -12,8 +12,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <random>
 #include <fstream>
+#include <random>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -29,12 +30,16 @@ namespace cl::test {
 inline uint16_t free_port() {
   static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
                           static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  static std::set<uint16_t> given;
   for (int attempt = 0; attempt < 1000; ++attempt) {
 #ifndef CL_PORT_BASE
 #define CL_PORT_BASE 20000
 #define CL_PORT_SPAN 12000
 #endif
     uint16_t port = static_cast<uint16_t>(CL_PORT_BASE + rng() % CL_PORT_SPAN);
+    // A port handed out earlier may not be bound yet (a cluster picks all
+    // its ports before starting its nodes): never hand it out twice.
+    if (given.count(port)) continue;
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(fd >= 0);
     int one = 1;
@@ -45,7 +50,10 @@ inline uint16_t free_port() {
     addr.sin_port = htons(port);
     bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     ::close(fd);
-    if (ok) return port;
+    if (ok) {
+      given.insert(port);
+      return port;
+    }
   }
   FAIL("no free loopback port in " << CL_PORT_BASE << "-" << CL_PORT_BASE + CL_PORT_SPAN - 1);
   return 0;
