@@ -1,8 +1,12 @@
 #include "api/checkpointer.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 
 #include "api/http_client.h"
@@ -131,7 +135,7 @@ void Checkpointer::make_checkpoint(bool now) {
   last_made_ms_ = now_ms();
   std::lock_guard lock(mu_);
   checkpoints_[cp->tree_size] = *cp;
-  while (checkpoints_.size() > options_.kept_in_memory) checkpoints_.erase(checkpoints_.begin());
+  while (checkpoints_.size() > options_.kept) checkpoints_.erase(checkpoints_.begin());
   store_locked(*cp);
 }
 
@@ -208,6 +212,32 @@ void Checkpointer::store_locked(const Checkpoint& cp) {
   std::ofstream out(file_, std::ios::app);
   out << checkpoint_to_json(cp).dump() << "\n";
   if (!out) log_event(LogLevel::kError, "checkpoint_write_failed", {{"file", file_}});
+  ++file_lines_;
+  if (file_lines_ > 2 * options_.kept + 16) rewrite_locked();
+}
+
+void Checkpointer::rewrite_locked() {
+  const std::string tmp = file_ + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0;
+  std::string text;
+  for (const auto& [size, cp] : checkpoints_) text += checkpoint_to_json(cp).dump() + "\n";
+  for (size_t done = 0; ok && done < text.size();) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  // The old file stays whole until the new one is durable and renamed over it.
+  ok = ok && ::rename(tmp.c_str(), file_.c_str()) == 0;
+  if (!ok) {
+    log_event(LogLevel::kError, "checkpoint_rewrite_failed", {{"file", file_}, {"error", std::strerror(errno)}});
+    ::unlink(tmp.c_str());
+    return;
+  }
+  file_lines_ = checkpoints_.size();
 }
 
 void Checkpointer::load() {
@@ -216,6 +246,7 @@ void Checkpointer::load() {
   size_t bad = 0;
   auto head = ledger_->head();
   while (std::getline(in, line)) {
+    ++file_lines_;
     auto doc = parse_json_strict(line);
     auto cp = doc ? checkpoint_from_json(*doc) : Result<Checkpoint>(doc.status());
     // Keep only what this journal still backs (a torn last line, or a store
@@ -231,7 +262,7 @@ void Checkpointer::load() {
     }
     checkpoints_[cp->tree_size] = *cp;
   }
-  while (checkpoints_.size() > options_.kept_in_memory) checkpoints_.erase(checkpoints_.begin());
+  while (checkpoints_.size() > options_.kept) checkpoints_.erase(checkpoints_.begin());
   if (bad > 0) log_event(LogLevel::kWarn, "checkpoint_lines_skipped", {{"file", file_}, {"count", std::to_string(bad)}});
 }
 

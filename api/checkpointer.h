@@ -9,6 +9,11 @@
 // newer checkpoint replaces it.  Checkpoints are appended to
 // <data_dir>/checkpoints.ndjson (a line again whenever one gains
 // signatures; the last line per tree size wins) and reloaded on start.
+// Only the newest `kept` are kept: once the file holds more than twice as
+// many lines, it is rewritten (temporary file, fsync, rename) with just
+// those, so it stays bounded however long the node runs.  Dropping old ones
+// loses no evidence: a newer majority-signed root commits to every earlier
+// entry, and consistency proofs come from the tree, not from checkpoints.
 //
 // This is the API layer's own thread, with its own clock: checkpoint sizes
 // differ between nodes, and signatures are gathered for each node's sizes.
@@ -32,7 +37,7 @@ namespace cl::api {
 struct CheckpointerOptions {
   uint64_t interval_ms = 1000;
   uint64_t entries = 10000;
-  size_t kept_in_memory = 100000;  // older ones stay in the file only
+  size_t kept = 100000;  // newest checkpoints kept in memory and in the file
   uint64_t peer_timeout_ms = 1000;
 };
 
@@ -72,6 +77,7 @@ class Checkpointer {
   void make_checkpoint(bool now = false);
   void gather();
   void store_locked(const Checkpoint& cp);  // appends a line; caller holds mu_
+  void rewrite_locked();                    // the file := the kept checkpoints; caller holds mu_
   void load();
 
   Genesis genesis_;
@@ -84,6 +90,7 @@ class Checkpointer {
 
   mutable std::mutex mu_;
   std::map<uint64_t, Checkpoint> checkpoints_;  // by tree size; guarded by mu_
+  size_t file_lines_ = 0;                        // lines in file_; guarded by mu_
   std::condition_variable cv_;
   bool stopping_ = false;
   std::vector<Done> waiting_;  // guarded by mu_

@@ -59,6 +59,7 @@ Status read_limits(const Json& j, Limits* l) {
       {"raft_compact_entries", &l->raft_compact_entries, 0, uint64_t{1} << 40},
       {"checkpoint_interval_ms", &l->checkpoint_interval_ms, 10, 86'400'000},
       {"checkpoint_entries", &l->checkpoint_entries, 1, uint64_t{1} << 40},
+      {"checkpoints_kept", &l->checkpoints_kept, 1, 100'000'000},
   };
   std::set<std::string> known;
   for (const auto& f : fields) known.insert(f.name);

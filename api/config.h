@@ -38,6 +38,7 @@ struct Limits {
   uint64_t raft_compact_entries = 1000;    // compact the Raft log every N applied entries (0: never)
   uint64_t checkpoint_interval_ms = 1000;  // sign a checkpoint this often if the journal grew
   uint64_t checkpoint_entries = 10000;     // ... or as soon as this many entries were appended
+  uint64_t checkpoints_kept = 100000;      // newest checkpoints kept (memory and file); older ones are dropped
 };
 
 struct NodeConfig {

@@ -242,6 +242,7 @@ Status Node::start() {
   CheckpointerOptions co;
   co.interval_ms = config_.limits.checkpoint_interval_ms;
   co.entries = config_.limits.checkpoint_entries;
+  co.kept = config_.limits.checkpoints_kept;
   checkpointer_ = std::make_unique<Checkpointer>(genesis_, config_.node_id, node_key_, ledger_.get(),
                                                  [this] { return peers(); }, config_.data_dir + "/checkpoints.ndjson", co);
   checkpointer_->start();

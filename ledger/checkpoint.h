@@ -55,7 +55,9 @@ Result<Checkpoint> checkpoint_from_json(const Json& j);
 // genesis chain; every signature is valid, by a genesis node with that
 // node's genesis key, one per node; and more than half of the genesis nodes
 // signed.  Status "invalid" naming the first problem.  *signers gets the
-// number of valid genesis-node signatures.
+// number of valid genesis-node signatures when every signature checked out
+// (success, or too few signers); it is 0 when a signature is refused (an
+// unknown key, a duplicate, a bad signature) because counting stops there.
 Status check_checkpoint_signatures(const Checkpoint& cp, const Genesis& genesis, size_t* signers = nullptr);
 
 }  // namespace cl

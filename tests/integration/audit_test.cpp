@@ -538,6 +538,38 @@ TEST_CASE("audit: a journal longer than one parallel chunk (8,192 lines) audits 
   }
 }
 
+TEST_CASE("a node keeps only the newest limits.checkpoints_kept checkpoints; its checkpoint file stays bounded across restarts") {
+  constexpr size_t kKept = 3;
+  NodeProcess node("{\"checkpoint_interval_ms\":10,\"checkpoints_kept\":" + std::to_string(kKept) + "}");
+  node.start();
+  Economy e;
+  uint64_t size = e.run(node.port());
+  // Many small appends, each waited for, so that the node signs many checkpoints.
+  const std::string file = node.dir().sub("data/checkpoints.ndjson");
+  uint64_t made = 0, last_size = 0;
+  for (size_t i = 0; i < 60; ++i) {
+    submit_all(node.port(), {e.transfer(i % Economy::kRiders, e.riders[(i + 1) % Economy::kRiders], 1)});
+    ++size;
+    Json cp = wait_checkpoint(node.port(), size);
+    if (cp["tree_size"].get<uint64_t>() != last_size) ++made;
+    last_size = cp["tree_size"].get<uint64_t>();
+    CHECK(read_lines(file).size() <= 2 * kKept + 16 + 2);  // +2: a line may gain signatures before a rewrite
+  }
+  REQUIRE(made >= 2 * kKept + 16);  // enough checkpoints to force at least one rewrite
+  Json list = get_json(node.port(), "/v1/checkpoints?from=0&limit=1000");
+  INFO(list.dump().substr(0, 500));
+  const Json& cps = list.is_array() ? list : list["checkpoints"];
+  REQUIRE(cps.size() == kKept);
+  CHECK(cps.back()["tree_size"] == size);  // the newest are the ones kept
+  // After a restart the node serves the same newest checkpoints from its file.
+  node.stop();
+  node.start();
+  Json again = get_json(node.port(), "/v1/checkpoints?from=0&limit=1000");
+  const Json& cps2 = again.is_array() ? again : again["checkpoints"];
+  CHECK(cps2 == cps);
+  CHECK(read_lines(file).size() <= 2 * kKept + 16 + 2);
+}
+
 TEST_CASE("audit: with two bad entries sharing one ledger time, the first one is named") {
   // Ops of one batch share a ledger time, and the replay applies such a
   // group at once: the audit must still name the first bad entry, not the
