@@ -44,6 +44,19 @@ KeyPair seeded_key(uint64_t n) {
   return key_pair_from_seed(seed);
 }
 
+RunIds::RunIds() {
+  std::random_device rd;
+  for (auto& b : run_) b = static_cast<uint8_t>(rd());
+}
+
+Id128 RunIds::id(uint8_t tag, uint64_t n) const {
+  Id128 x = numbered_id(n, tag);
+  for (size_t i = 0; i < run_.size(); ++i) x[1 + i] = run_[i];
+  return x;
+}
+
+std::string RunIds::hex() const { return hex_encode(std::span<const uint8_t>(run_.data(), run_.size())); }
+
 double quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);

@@ -45,6 +45,20 @@ Id128 numbered_id(uint64_t n, uint8_t tag);
 // A deterministic key pair numbered n (bench wallets share a pool of keys).
 KeyPair seeded_key(uint64_t n);
 
+// Ids unique to one run of a benchmark against a long-lived ledger (wallets
+// and op ids must never collide with an earlier run's): the tag byte, 6
+// random bytes of this run, and the counter n.
+class RunIds {
+ public:
+  RunIds();
+  Id128 id(uint8_t tag, uint64_t n) const;
+  // The run's random bytes in hex (e.g. to make payout references unique).
+  std::string hex() const;
+
+ private:
+  std::array<uint8_t, 6> run_{};
+};
+
 // q-quantile (0..1) of sorted values; 0 if empty.
 double quantile(const std::vector<double>& sorted, double q);
 

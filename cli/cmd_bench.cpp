@@ -131,6 +131,9 @@ void register_bench_commands(CLI::App& app) {
   apply->callback([o] { run_apply_bench(*o); });
   register_http_bench(*bench);
   register_audit_bench(*bench);
+  register_rush_bench(*bench);
+  register_ceilings_bench(*bench);
+  register_growth_bench(*bench);
 }
 
 }  // namespace cl::cli

@@ -8,14 +8,9 @@
 // open loop, latency measured from each op's scheduled time so a stalled
 // server cannot hide queueing (no coordinated omission); (3) bulk payouts on
 // the batch endpoint.
-#include <utility>  // before Boost.Asio: Boost 1.74 + GCC 12 + C++20
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <sodium.h>
 
 #include <cstdio>
-#include <deque>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -24,16 +19,12 @@
 #include "api/http_client.h"
 #include "cli/bench_util.h"
 #include "cli/commands.h"
+#include "cli/http_load.h"
 #include "common/hex.h"
 #include "wallet/jcs.h"
 
 namespace cl::cli {
 namespace {
-
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
 
 struct HttpBenchOptions {
   std::string node = "http://127.0.0.1:8081";
@@ -69,145 +60,43 @@ struct PhaseResult {
   }
 };
 
-std::string request_bytes(const std::string& host, const std::string& target, const std::string& body) {
-  return "POST " + target + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
-// One keep-alive connection working through its share of pre-built requests.
-class Conn : public std::enable_shared_from_this<Conn> {
- public:
-  Conn(net::io_context& ioc, tcp::endpoint ep, std::vector<std::string> requests,
-       std::chrono::steady_clock::time_point start, double interval_s, PhaseResult* out)
-      : socket_(ioc), ep_(ep), requests_(std::move(requests)), start_(start), interval_s_(interval_s),
-        timer_(ioc), out_(out) {}
-
-  void run() {
-    socket_.async_connect(ep_, [self = shared_from_this()](beast::error_code ec) {
-      if (ec) {
-        self->out_->errors += self->requests_.size();
-        return;
-      }
-      self->socket_.set_option(tcp::no_delay(true));
-      self->next();
-    });
-  }
-
- private:
-  // The scheduled time of request i (open loop) or "now" (closed loop).
-  std::chrono::steady_clock::time_point scheduled(size_t i) const {
-    if (interval_s_ <= 0) return std::chrono::steady_clock::now();
-    return start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                        std::chrono::duration<double>(interval_s_ * static_cast<double>(i)));
-  }
-
-  void next() {
-    if (i_ >= requests_.size()) return;
-    intended_ = scheduled(i_);
-    if (intended_ > std::chrono::steady_clock::now()) {
-      timer_.expires_at(intended_);
-      timer_.async_wait([self = shared_from_this()](beast::error_code) { self->send(); });
-    } else {
-      send();
-    }
-  }
-
-  void send() {
-    if (interval_s_ <= 0) intended_ = std::chrono::steady_clock::now();
-    net::async_write(socket_, net::buffer(requests_[i_]), [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->fail();
-      self->res_ = {};
-      http::async_read(self->socket_, self->buffer_, self->res_, [self](beast::error_code rec, size_t) {
-        if (rec) return self->fail();
-        self->record(self->res_.result_int());
-        ++self->i_;
-        self->next();
-      });
-    });
-  }
-
-  void record(int status) {
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - intended_).count();
-    out_->latency_ms.push_back(ms);
-    ++out_->sent;
-    if (status == 200) ++out_->accepted;
-    else if (status == 429 || status == 503) ++out_->overloaded;
-    else if (status >= 400 && status < 500) ++out_->rejected;
-    else ++out_->errors;
-  }
-
-  void fail() { out_->errors += requests_.size() - i_; }
-
-  tcp::socket socket_;
-  tcp::endpoint ep_;
-  std::vector<std::string> requests_;
-  std::chrono::steady_clock::time_point start_;
-  double interval_s_;
-  net::steady_timer timer_;
-  PhaseResult* out_;
-  size_t i_ = 0;
-  std::chrono::steady_clock::time_point intended_;
-  beast::flat_buffer buffer_;
-  http::response<http::string_body> res_;
-};
-
-// Waits (up to 30 s) until every replica has applied what the leader has
-// committed, so that one phase's backlog on the followers does not land in
-// the next phase's figures.  Returns the wait in ms (0 for a single node).
-double settle(const api::Url& leader) {
-  auto start = std::chrono::steady_clock::now();
-  auto elapsed_ms = [&] {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  };
-  auto cluster = [](const std::string& host, uint16_t port) -> std::optional<Json> {
-    api::HttpClient c(host, port, 2000);
-    auto r = c.request("GET", "/v1/cluster");
-    if (!r || r->status != 200) return std::nullopt;
-    auto doc = parse_json_strict(r->body);
-    if (!doc || !doc->is_object()) return std::nullopt;
-    return *doc;
-  };
-  while (elapsed_ms() < 30000) {
-    auto lead = cluster(leader.host, leader.port);
-    if (!lead || !(*lead)["commit_index"].is_number_unsigned()) return elapsed_ms();
-    uint64_t commit = (*lead)["commit_index"].get<uint64_t>();
-    bool settled = true;
-    for (const auto& p : (*lead)["peers"]) {
-      auto u = api::parse_url("http://" + p.value("api", std::string()));
-      if (!u) continue;
-      auto st = cluster(u->host, u->port);
-      if (st && (*st)["applied_index"].is_number_unsigned() && (*st)["applied_index"].get<uint64_t>() < commit)
-        settled = false;
-    }
-    if (settled) return elapsed_ms();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::cerr << "bench: warning: replicas still applying after 30 s\n";
-  return elapsed_ms();
-}
-
 // Sends "requests" over "conns" connections; interval_s > 0 paces each
 // connection open-loop (one request every interval_s).
 PhaseResult run_phase(const std::string& name, const api::Url& url, std::vector<std::string> requests, size_t conns,
                       double interval_s) {
   PhaseResult result;
   result.name = name;
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  tcp::endpoint ep = *resolver.resolve(url.host, std::to_string(url.port)).begin();
   conns = std::max<size_t>(1, std::min(conns, requests.size()));
-  std::vector<std::vector<std::string>> shares(conns);
-  for (size_t i = 0; i < requests.size(); ++i) shares[i % conns].push_back(std::move(requests[i]));
-  auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
-  for (size_t c = 0; c < conns; ++c) {
+  std::vector<std::vector<LoadRequest>> shares(conns);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    size_t c = i % conns;
     // Stagger open-loop connections evenly across one interval.
-    auto offset = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(interval_s * static_cast<double>(c) / static_cast<double>(conns)));
-    std::make_shared<Conn>(ioc, ep, std::move(shares[c]), start + offset, interval_s, &result)->run();
+    double offset = interval_s * static_cast<double>(c) / static_cast<double>(conns);
+    double due = offset + interval_s * static_cast<double>(shares[c].size());
+    shares[c].push_back(LoadRequest{std::move(requests[i]), due, 0});
   }
-  auto t0 = BenchClock::now();
-  ioc.run();
-  result.seconds = seconds_since(t0);
+  LoadPlan plan;
+  plan.paced = interval_s > 0;
+  for (auto& s : shares) plan.queues.push_back(std::make_shared<LoadQueue>(std::move(s)));
+  auto timing = run_http_load(url, plan, [&](const LoadRequest&, int status, const std::string&, double ms) {
+    if (status == kLoadIoError) {
+      ++result.errors;
+      return;
+    }
+    result.latency_ms.push_back(ms);
+    ++result.sent;
+    if (status == 200) ++result.accepted;
+    else if (status == 429 || status == 503) ++result.overloaded;
+    else if (status >= 400 && status < 500) ++result.rejected;
+    else ++result.errors;
+  });
+  for (const auto& q : plan.queues)
+    if (q->failed) result.errors += q->unsent().size();
+  if (!timing) {
+    result.errors += requests.size();
+    return result;
+  }
+  result.seconds = timing->run_seconds;
   std::sort(result.latency_ms.begin(), result.latency_ms.end());
   return result;
 }
@@ -405,14 +294,14 @@ void run_http_bench(HttpBenchOptions o) {
   std::cerr << "bench: signing " << o.fares + o.open_loop_fares << " fares and " << o.payouts << " payouts...\n";
   auto host = url->host + ":" + std::to_string(url->port);
   std::vector<std::string> peak_reqs, paced_reqs, payout_reqs;
-  for (auto& e : setup.fares(o.fares, rng)) peak_reqs.push_back(request_bytes(host, "/v1/ops", e));
-  for (auto& e : setup.fares(o.open_loop_fares, rng)) paced_reqs.push_back(request_bytes(host, "/v1/ops", e));
+  for (auto& e : setup.fares(o.fares, rng)) peak_reqs.push_back(post_request_bytes(host, "/v1/ops", e));
+  for (auto& e : setup.fares(o.open_loop_fares, rng)) paced_reqs.push_back(post_request_bytes(host, "/v1/ops", e));
   for (auto& b : setup.payout_batches(o.payouts, o.payout_batch, rng))
-    payout_reqs.push_back(request_bytes(host, "/v1/ops/batch", b));
+    payout_reqs.push_back(post_request_bytes(host, "/v1/ops/batch", b));
 
   std::cerr << "bench: phase 1: " << o.fares << " fares, closed loop, " << o.connections << " connections\n";
   PhaseResult peak = run_phase("fares (peak)", *url, std::move(peak_reqs), o.connections, 0);
-  double settle_ms = settle(*url);
+  double settle_ms = settle_replicas(*url);
   std::cerr << "bench: replicas caught up " << static_cast<int>(settle_ms) << " ms after the peak phase\n";
   double rate = o.rate > 0 ? o.rate : peak.ops_per_sec() / 2;
   PhaseResult paced;
@@ -422,7 +311,7 @@ void run_http_bench(HttpBenchOptions o) {
                       static_cast<double>(o.connections) / rate);
     paced.offered_rate = rate;
   }
-  settle(*url);
+  settle_replicas(*url);
   std::cerr << "bench: phase 3: " << o.payouts << " payouts in batches of " << o.payout_batch << "\n";
   PhaseResult payouts = run_phase("payouts (batch)", *url, std::move(payout_reqs), 4, 0);
   // A batch reply is 200 even when some slots are rejected: count ops, not requests.

@@ -15,6 +15,10 @@ void register_audit_commands(CLI::App& app);
 void register_bench_commands(CLI::App& app);
 void register_http_bench(CLI::App& bench);
 void register_audit_bench(CLI::App& bench);
+// `bench rush` (cityledger vs PostgreSQL), `bench ceilings`, `bench growth`.
+void register_rush_bench(CLI::App& bench);
+void register_ceilings_bench(CLI::App& bench);
+void register_growth_bench(CLI::App& bench);
 
 // The exit code set by the subcommand that ran (0 unless it failed).
 int exit_code();

@@ -9,6 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libsodium-dev libssl-dev doctest-dev libcli11-dev
   clang libclang-rt-14-dev
   curl python3 procps
+  libpq-dev postgresql-15 gnuplot-nox  # bench rush compares with PostgreSQL; plots of bench figures
 )
 
 missing=()
