@@ -17,39 +17,19 @@ Status bad_entry(uint64_t index, const std::string& why) {
 
 // Everything about one line that needs no ledger state: JSON shape, position,
 // canonical bytes, the claimed leaf hash, every signature.
-namespace {
-// Fast path for what nodes export: a line that is exactly its canonical form
-// cannot hide duplicate keys, floats or other non-canonical text, so the
-// plain parser suffices for it.  Anything else takes the strict path.
-bool decode_canonical(const std::string& line, uint64_t position, uint64_t* time, Envelope* env, std::string* bytes) {
-  Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || j.size() != 4 || !j.contains("index") || !j["index"].is_number_unsigned() ||
-      j["index"].get<uint64_t>() != position || !j.contains("time") || !j["time"].is_number_unsigned() ||
-      !j.contains("op") || !j.contains("leaf_hash"))
-    return false;
-  Rejection r;
-  auto e = decode_envelope_json(j["op"], &r);
-  if (!e) return false;
-  *time = j["time"].get<uint64_t>();
-  *bytes = entry_bytes(position, *time, e->jcs);
-  if (journal_line(*bytes, merkle::leaf_hash(*bytes)) != line) return false;
-  *env = std::move(*e);
-  return true;
-}
-}  // namespace
-
 void Auditor::decode_line(const std::string& line, uint64_t position, Decoded* d) {
   d->index = position;
-  {
-    Envelope env;
-    if (decode_canonical(line, position, &d->time, &env, &d->bytes)) {
-      if (verify_envelope(env) != Code::kOk) {
-        d->error = "a signature does not verify (forged or altered op)";
-        return;
-      }
-      d->env = std::move(env);
+  // Fast path: a line exactly as nodes export it (canonical, leaf hash
+  // right).  Anything else takes the strict path, which decides and explains.
+  if (auto fast = decode_journal_line_canonical(line); fast && fast->index == position) {
+    d->time = fast->time;
+    d->leaf_hash = fast->leaf_hash;
+    if (verify_envelope(fast->env) != Code::kOk) {
+      d->error = "a signature does not verify (forged or altered op)";
       return;
     }
+    d->env = std::move(fast->env);
+    return;
   }
   auto doc = parse_json_strict(line);
   if (!doc) {
@@ -82,9 +62,9 @@ void Auditor::decode_line(const std::string& line, uint64_t position, Decoded* d
     d->error = "op is " + std::string(code_name(r.code)) + ": " + r.detail;
     return;
   }
-  d->bytes = entry_bytes(position, d->time, env->jcs);
+  d->leaf_hash = merkle::leaf_hash(entry_bytes(position, d->time, env->jcs));
   if (j.contains("leaf_hash") &&
-      (!j["leaf_hash"].is_string() || j["leaf_hash"].get<std::string>() != to_hex(merkle::leaf_hash(d->bytes)))) {
+      (!j["leaf_hash"].is_string() || j["leaf_hash"].get<std::string>() != to_hex(d->leaf_hash))) {
     d->error = "leaf_hash does not match the entry's content";
     return;
   }
@@ -129,6 +109,7 @@ Result<std::unique_ptr<Auditor>> Auditor::open(const Genesis& genesis, AuditOpti
   lo.sync = false;  // scratch: nothing here needs to survive a crash
   lo.disable_wal = true;
   lo.memtable_mib = 64;
+  lo.audit_only = true;  // the same apply, storing only what a replay reads back
   auto ledger = Ledger::open(a->scratch_ + "/ledger", genesis, lo);
   if (!ledger) return ledger.status();
   a->ledger_ = std::move(*ledger);
@@ -185,7 +166,7 @@ Status Auditor::drain() {
     }
     signatures_ += d.env.signatures.size();
     if (d.env.body.type == OpType::kOpenWallet) ++wallets_;
-    Status s = replayer_->add_decoded(d.index, d.time, std::move(d.env), std::move(d.bytes));
+    Status s = replayer_->add_decoded(d.index, d.time, std::move(d.env), d.leaf_hash);
     if (!s) return s;
   }
   return Status::ok();
@@ -199,6 +180,8 @@ Status Auditor::finish() {
     if (!failed_) return failed_;
   }
   failed_ = replayer_->finish();
+  if (!failed_) return failed_;
+  failed_ = ledger_->write_back();
   if (!failed_) return failed_;
   // Σ balances = issued − redeemed, and the stored tree matches the journal.
   Status c = ledger_->check(/*full=*/false);
@@ -220,9 +203,9 @@ Status Auditor::check_checkpoint(const Checkpoint& cp) const {
                 " at that size (the signed history is not this journal)");
   uint64_t time = 0;
   if (cp.tree_size > 0) {
-    auto last = ledger_->journal(cp.tree_size - 1, 1);
+    auto last = ledger_->time_of(cp.tree_size - 1);
     if (!last) return last.status();
-    time = last->at(0).time;
+    time = *last;
   }
   if (time != cp.time) return fail("time " + std::to_string(cp.time) + " is not the time of its last entry, " + std::to_string(time));
   Status s = check_checkpoint_signatures(cp, genesis_);

@@ -4,7 +4,10 @@
 // Feed the journal's NDJSON lines ({"index","time","op"[,"leaf_hash"]}, as
 // GET /v1/journal and `cityledger export` write them) in order.  Lines are
 // decoded and every signature verified in parallel on all cores, a chunk at a
-// time, while the previous chunk is applied in order to a scratch ledger:
+// time (a line exactly as nodes export it by decode_journal_line_canonical,
+// any other by the strict JSON parser, which decides and explains), while the
+// previous chunk is applied in order to a scratch ledger (audit_only: the
+// same apply, storing only what the replay reads back):
 // every op must be accepted at its position (authority, balances, limits,
 // payout references never paid twice, ids never reused), and its replayed
 // entry must hash to the leaf the line claims.  Then checkpoints are checked
@@ -61,7 +64,7 @@ class Auditor {
     uint64_t index = 0;
     uint64_t time = 0;
     Envelope env;
-    std::string bytes;
+    Hash leaf_hash{};   // of the entry's canonical bytes
     std::string error;  // empty: the line is well-formed, canonical and validly signed
   };
   // Lines decoded and verified in parallel while the chunk before is applied.

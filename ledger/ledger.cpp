@@ -38,6 +38,21 @@ std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope
   return out;
 }
 
+Hash entry_leaf_hash(uint64_t index, uint64_t time, std::string_view envelope_jcs) {
+  char buf[24];
+  Sha256 h;
+  const uint8_t leaf_prefix = 0x00;  // RFC 9162 leaf: SHA-256(0x00 || entry bytes)
+  h.update(&leaf_prefix, 1);
+  h.update("{\"index\":");
+  h.update(std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), index).ptr - buf));
+  h.update(",\"op\":");
+  h.update(envelope_jcs);
+  h.update(",\"time\":");
+  h.update(std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), time).ptr - buf));
+  h.update("}");
+  return h.finish();
+}
+
 std::string journal_line(std::string_view entry_bytes, const Hash& leaf_hash) {
   auto at = entry_bytes.find(",\"op\":");
   CL_CHECK_MSG(at != std::string_view::npos, "not an entry's bytes");
@@ -60,13 +75,70 @@ std::optional<uint64_t> entry_time(std::string_view bytes) {
   return t;
 }
 
+namespace {
+// An unsigned integer as JCS writes it ("0", or digits without a leading
+// zero, within 64 bits) at the start of "text"; sets *used to its length.
+bool canonical_u64(std::string_view text, uint64_t* out, size_t* used) {
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  *used = static_cast<size_t>(p - text.data());
+  return ec == std::errc() && (*used == 1 || text[0] != '0');
+}
+}  // namespace
+
+std::optional<CanonicalLine> decode_journal_line_canonical(std::string_view line) {
+  // {"index":I,"leaf_hash":"H","op":ENVELOPE,"time":T}: the entry's bytes are
+  // the line without ,"leaf_hash":"H".
+  constexpr std::string_view kIndex = "{\"index\":", kLeaf = ",\"leaf_hash\":\"", kOp = "\",\"op\":",
+                             kTime = ",\"time\":";
+  CanonicalLine out;
+  size_t used = 0;
+  if (!line.starts_with(kIndex) || !canonical_u64(line.substr(kIndex.size()), &out.index, &used)) return std::nullopt;
+  size_t leaf_at = kIndex.size() + used;  // where the entry's bytes resume at "op_at"
+  std::string_view rest = line.substr(leaf_at);
+  if (!rest.starts_with(kLeaf) || rest.size() < kLeaf.size() + 64 + kOp.size()) return std::nullopt;
+  std::string_view claimed = rest.substr(kLeaf.size(), 64);
+  rest.remove_prefix(kLeaf.size() + 64);
+  if (!rest.starts_with(kOp)) return std::nullopt;
+  size_t op_at = line.size() - rest.size() + 1;  // at ,"op":
+  // The envelope ends where the last ,"time": begins (one inside a string
+  // of the envelope comes before it).
+  size_t env_at = op_at + kOp.size() - 1, time_at = line.rfind(kTime);
+  if (time_at == std::string_view::npos || time_at < env_at || line.back() != '}') return std::nullopt;
+  std::string_view time_text = line.substr(time_at + kTime.size(), line.size() - 1 - time_at - kTime.size());
+  if (!canonical_u64(time_text, &out.time, &used) || used != time_text.size()) return std::nullopt;
+  auto env = decode_envelope_canonical(line.substr(env_at, time_at - env_at));
+  if (!env) return std::nullopt;
+  Sha256 h;
+  const uint8_t leaf_prefix = 0x00;  // RFC 9162 leaf: SHA-256(0x00 || entry bytes)
+  h.update(&leaf_prefix, 1);
+  h.update(line.substr(0, leaf_at));
+  h.update(line.substr(op_at));
+  out.leaf_hash = h.finish();
+  // The one spelling of the hash: lowercase hex (as hex_decode requires).
+  static constexpr char kDigits[] = "0123456789abcdef";
+  char spelled[64];
+  for (size_t i = 0; i < 32; ++i) {
+    spelled[2 * i] = kDigits[out.leaf_hash[i] >> 4];
+    spelled[2 * i + 1] = kDigits[out.leaf_hash[i] & 0x0F];
+  }
+  if (claimed != std::string_view(spelled, sizeof(spelled))) return std::nullopt;
+  out.env = std::move(*env);
+  return out;
+}
+
 // Reads Merkle nodes from RocksDB.  Leaves are not stored twice: a level-0
-// node is the hash of the journal entry, read and hashed on demand.
+// node is the hash of the journal entry, read and hashed on demand (an
+// audit_only store keeps the hash itself, in the entry's digest).
 class Ledger::NodeReaderImpl : public merkle::NodeReader {
  public:
   explicit NodeReaderImpl(const Ledger* ledger) : l_(ledger) {}
   Result<Hash> node(uint32_t level, uint64_t index) const override {
     std::string value;
+    if (level == 0 && l_->options_.audit_only) {
+      auto d = l_->entry_digest(index);
+      if (!d) return d.status();
+      return d->leaf_hash;
+    }
     if (level == 0) {
       auto s = l_->get(store::journal_key(index), &value);
       if (s.IsNotFound()) return Status::error("corruption", "journal entry " + std::to_string(index) + " missing");
@@ -307,18 +379,23 @@ Result<OpOutcome> Ledger::Applier::apply_move(const Envelope& env) {
 // Journals an op that passed every check.
 OpOutcome Ledger::Applier::accept(const Envelope& env, std::initializer_list<const WalletId*> touched) {
   uint64_t index = meta_.size++;
-  std::string bytes = entry_bytes(index, time_, env.jcs);
-  Hash leaf = merkle::leaf_hash(bytes);
+  // audit_only stores only the hash of the entry: no need to build its bytes.
+  std::string bytes = l_->options_.audit_only ? std::string() : entry_bytes(index, time_, env.jcs);
+  Hash leaf = l_->options_.audit_only ? entry_leaf_hash(index, time_, env.jcs) : merkle::leaf_hash(bytes);
   nodes_.clear();
   frontier_.append(leaf, &nodes_);
   CL_CHECK(frontier_.size() == meta_.size);
-  puts_.emplace_back(store::journal_key(index), std::move(bytes));
+  if (l_->options_.audit_only)
+    puts_.emplace_back(store::entry_digest_key(index), store::encode_entry_digest({leaf, time_}));
+  else
+    puts_.emplace_back(store::journal_key(index), std::move(bytes));
   for (const auto& n : nodes_)
     if (n.level > 0) puts_.emplace_back(store::tree_key(n.level, n.index),
                        std::string(reinterpret_cast<const char*>(n.hash.data()), n.hash.size()));
   store::OpRecord rec{index, time_, env.body_hash};
   puts_.emplace_back(store::op_key(env.body.id), store::encode_op_record(rec));
-  for (const WalletId* w : touched) puts_.emplace_back(store::wallet_entry_key(*w, index), std::string());
+  if (!l_->options_.audit_only)
+    for (const WalletId* w : touched) puts_.emplace_back(store::wallet_entry_key(*w, index), std::string());
   ops_[env.body.id] = PendingOp{rec, leaf};
   return OpOutcome{Code::kOk, "", Receipt{env.body.id, index, time_, leaf, false}};
 }
@@ -326,17 +403,22 @@ OpOutcome Ledger::Applier::accept(const Envelope& env, std::initializer_list<con
 Status Ledger::Applier::commit() {
   for (const auto& [id, w] : dirty_) {
     CL_CHECK(w.balance <= w.max_balance.value_or(kAmountMax));
-    puts_.emplace_back(store::wallet_key(id), store::encode_wallet(w));
+    // audit_only: written back later, from the cache (Ledger::write_back).
+    if (!l_->options_.audit_only) puts_.emplace_back(store::wallet_key(id), store::encode_wallet(w));
   }
   CL_CHECK(meta_.redeemed <= meta_.issued);
   meta_.last_time = time_;
   meta_.frontier = frontier_.serialize();
   puts_.emplace_back(std::string(store::kMetaState), store::encode_meta(meta_));
-  std::sort(puts_.begin(), puts_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Sorted through pointers: cheaper to move than pairs of strings.
+  std::vector<const std::pair<std::string, std::string>*> sorted;
+  sorted.reserve(puts_.size());
+  for (const auto& p : puts_) sorted.push_back(&p);
+  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
   rocksdb::WriteBatch batch;
-  for (size_t i = 0; i < puts_.size(); ++i) {
-    CL_CHECK_MSG(i == 0 || puts_[i - 1].first != puts_[i].first, "one key written twice in a batch");
-    CL_CHECK(batch.Put(l_->family(puts_[i].first), puts_[i].first, puts_[i].second).ok());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    CL_CHECK_MSG(i == 0 || sorted[i - 1]->first != sorted[i]->first, "one key written twice in a batch");
+    CL_CHECK(batch.Put(l_->family(sorted[i]->first), sorted[i]->first, sorted[i]->second).ok());
   }
   rocksdb::WriteOptions wo;
   wo.sync = l_->options_.sync;
@@ -427,6 +509,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
     rocksdb::WriteBatch b;
     CL_CHECK(b.Put(l->family(store::kMetaGenesis), store::kMetaGenesis, genesis.jcs).ok());
     CL_CHECK(b.Put(l->family(store::kMetaFormat), store::kMetaFormat, store::kStoreFormat).ok());
+    if (options.audit_only) CL_CHECK(b.Put(l->family(store::kMetaAuditOnly), store::kMetaAuditOnly, "").ok());
     store::MetaState m;
     m.frontier = merkle::Frontier().serialize();
     CL_CHECK(b.Put(l->family(store::kMetaState), store::kMetaState, store::encode_meta(m)).ok());
@@ -443,6 +526,11 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   } else if (stored != genesis.jcs) {
     return Status::error("mismatch", "ledger store " + dir + " was created with a different genesis (chain \"" +
                                          genesis.chain + "\" given); refusing to open");
+  } else if (std::string marker; l->get(store::kMetaAuditOnly, &marker).ok() != options.audit_only) {
+    // An audit replay's store lacks the wallet entry index; and an
+    // audit_only ledger must not leave a full store's index incomplete.
+    return Status::error("mismatch", "ledger store " + dir + (options.audit_only ? " is not" : " is") +
+                                         " an audit replay's (audit_only) store; refusing to open");
   }
   Status st = l->load_and_check();
   if (!st) return st;
@@ -476,19 +564,28 @@ Status Ledger::check(bool full) const {
   if (m->redeemed > m->issued) return Status::error("corruption", "redeemed exceeds issued");
 
   // The journal is dense: entry size-1 exists and nothing lies beyond it.
+  // (An audit_only store holds entry digests instead of entries.)
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), families_[1]));
-  it->Seek(store::journal_key(m->size));
-  if (it->Valid() && it->key().size() > 0 && it->key()[0] == store::kJournal)
+  char entry_prefix = options_.audit_only ? store::kEntryDigest : store::kJournal;
+  it->Seek(options_.audit_only ? store::entry_digest_key(m->size) : store::journal_key(m->size));
+  if (it->Valid() && it->key().size() > 0 && it->key()[0] == entry_prefix)
     return Status::error("corruption", "journal holds entries beyond its recorded size " + std::to_string(m->size));
   if (!it->status().ok()) return io_error(it->status(), "scan journal");
   NodeReaderImpl reader(this);
   if (m->size > 0) {
-    std::string last;
-    s = get(store::journal_key(m->size - 1), &last);
-    if (!s.ok()) return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " missing");
+    std::optional<uint64_t> t;
+    if (options_.audit_only) {
+      auto d = entry_digest(m->size - 1);
+      if (!d) return d.status();
+      t = d->time;
+    } else {
+      std::string last;
+      s = get(store::journal_key(m->size - 1), &last);
+      if (!s.ok()) return Status::error("corruption", "journal entry " + std::to_string(m->size - 1) + " missing");
+      t = entry_time(last);
+    }
     // A batch that accepted nothing still advances last_time, so the last
     // entry's time may be older than it, never newer.
-    auto t = entry_time(last);
     if (!t || *t > m->last_time)
       return Status::error("corruption", "last journal entry's time is missing or later than the recorded ledger time");
   }
@@ -547,13 +644,48 @@ Status Ledger::check(bool full) const {
 
 Result<std::optional<WalletState>> Ledger::wallet_for_apply(const WalletId& id) {
   auto it = wallet_cache_.find(id);
-  if (it != wallet_cache_.end()) return std::optional<WalletState>(it->second);
+  if (it != wallet_cache_.end()) return std::optional<WalletState>(it->second.state);
+  // Not cached, so the stored state is the latest (audit_only empties the
+  // cache only after writing it back).
   auto w = wallet(id);
   if (w && w->has_value()) {
-    if (wallet_cache_.size() >= options_.wallet_cache_max) wallet_cache_.clear();
-    wallet_cache_.emplace(id, **w);
+    // audit_only: apply() empties a full cache, writing it back first.
+    if (wallet_cache_.size() >= options_.wallet_cache_max && !options_.audit_only) wallet_cache_.clear();
+    wallet_cache_.emplace(id, CachedWallet{**w, /*unwritten=*/false});
   }
   return w;
+}
+
+Status Ledger::write_back() {
+  if (unwritten_ == 0) return Status::ok();
+  std::vector<std::pair<std::string, std::string>> puts;
+  std::vector<CachedWallet*> written;
+  puts.reserve(unwritten_);
+  written.reserve(unwritten_);
+  for (auto& [id, c] : wallet_cache_) {
+    if (!c.unwritten) continue;
+    puts.emplace_back(store::wallet_key(id), store::encode_wallet(c.state));
+    written.push_back(&c);
+  }
+  CL_CHECK_MSG(written.size() == unwritten_, "a wallet not written back left the cache");
+  std::sort(puts.begin(), puts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Several WriteBatches when there are many: an audit_only store is a
+  // scratch copy, so a write-back needs no atomicity (a failed one is
+  // repeated whole by the next).
+  constexpr size_t kWriteBackBatchMax = 65536;
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  wo.disableWAL = options_.disable_wal;
+  for (size_t from = 0; from < puts.size(); from += kWriteBackBatchMax) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = from; i < std::min(puts.size(), from + kWriteBackBatchMax); ++i)
+      CL_CHECK(batch.Put(family(puts[i].first), puts[i].first, puts[i].second).ok());
+    auto s = db_->Write(wo, &batch);
+    if (!s.ok()) return io_error(s, "write back wallet states");
+  }
+  for (CachedWallet* c : written) c->unwritten = false;
+  unwritten_ = 0;
+  return Status::ok();
 }
 
 Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint64_t time, uint64_t source_index) {
@@ -574,13 +706,24 @@ Result<std::vector<OpOutcome>> Ledger::apply(std::span<const Envelope> ops, uint
     if (!r) return r.status();
     out.push_back(std::move(*r));
   }
+  if (options_.audit_only && wallet_cache_.size() >= options_.wallet_cache_max) {
+    // The states of the batches before this one: nothing of this batch yet.
+    Status wb = write_back();
+    if (!wb) return wb;
+    wallet_cache_.clear();
+  }
   Status s = a.commit();
   if (!s) return s;
   // Durable: now publish to memory.
   meta_ = a.meta();
   for (auto& [id, w] : a.dirty()) {
-    if (wallet_cache_.size() >= options_.wallet_cache_max) wallet_cache_.clear();
-    wallet_cache_[id] = w;
+    if (wallet_cache_.size() >= options_.wallet_cache_max && !options_.audit_only) wallet_cache_.clear();
+    CachedWallet& c = wallet_cache_[id];
+    c.state = w;
+    if (options_.audit_only && !c.unwritten) {
+      c.unwritten = true;
+      ++unwritten_;
+    }
   }
   std::lock_guard<std::mutex> lock(head_mu_);
   head_ = LedgerHead{meta_.size, meta_.last_time, meta_.source_index, a.frontier().root(),
@@ -642,7 +785,32 @@ Result<std::optional<Receipt>> Ledger::receipt(const OpId& id) const {
   return std::optional<Receipt>(Receipt{id, rec->index, rec->time, *leaf, false});
 }
 
+Result<store::EntryDigest> Ledger::entry_digest(uint64_t index) const {
+  CL_CHECK(options_.audit_only);
+  std::string value;
+  auto s = get(store::entry_digest_key(index), &value);
+  if (s.IsNotFound()) return Status::error("corruption", "journal entry " + std::to_string(index) + " missing");
+  if (!s.ok()) return io_error(s, "read journal entry digest");
+  auto d = store::decode_entry_digest(value);
+  if (!d) return Status::error("corruption", "journal entry " + std::to_string(index) + " digest is malformed");
+  return *d;
+}
+
+Result<uint64_t> Ledger::time_of(uint64_t index) const {
+  if (index >= head().size)
+    return Status::error("invalid", "entry " + std::to_string(index) + " is beyond the journal");
+  if (options_.audit_only) {
+    auto d = entry_digest(index);
+    if (!d) return d.status();
+    return d->time;
+  }
+  auto page = journal(index, 1);
+  if (!page) return page.status();
+  return page->at(0).time;
+}
+
 Result<std::vector<JournalEntry>> Ledger::journal(uint64_t from, uint64_t limit) const {
+  if (options_.audit_only) return Status::error("invalid", "an audit_only ledger keeps no entry bytes");
   uint64_t size = head().size;
   limit = std::min(limit, kReadEntriesMax);
   std::vector<JournalEntry> out;
@@ -668,6 +836,7 @@ Result<std::vector<JournalEntry>> Ledger::journal(uint64_t from, uint64_t limit)
 
 Result<std::vector<JournalEntry>> Ledger::wallet_entries(const WalletId& wallet, std::optional<uint64_t> after,
                                                          uint64_t limit) const {
+  if (options_.audit_only) return Status::error("invalid", "an audit_only ledger keeps no wallet entry index");
   limit = std::min(limit, kReadEntriesMax);
   std::vector<JournalEntry> out;
   std::string prefix = std::string(1, store::kWalletEntry) + id_bytes(wallet);

@@ -13,8 +13,8 @@
 #include <mutex>
 #include <optional>
 #include <span>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/sha256.h"
@@ -52,10 +52,24 @@ struct LedgerOptions {
   // in-memory env.
   rocksdb::Env* env = nullptr;
   // Wallet states cached in memory; beyond it the cache is emptied (reads fall
-  // back to RocksDB's block cache).  ~100 bytes each.
+  // back to RocksDB's block cache).  ~100 bytes each.  (With audit_only the
+  // cache may exceed it by the wallets of one batch.)
   size_t wallet_cache_max = 2'000'000;
   // Check Σ balances = issued − redeemed over every wallet when opening.
   bool verify_supply_on_open = true;
+  // An auditor's scratch replay: apply() decides every op exactly as
+  // always (and hashes every entry it journals), but the store keeps only
+  // what a replay reads back:
+  //  - of each entry, its leaf hash and time (store::EntryDigest), not its
+  //    bytes: journal() is refused, roots, proofs and time_of() work;
+  //  - no per-wallet entry index: wallet_entries() is refused;
+  //  - wallet states are written back only when the wallet cache is emptied
+  //    or at write_back(): until then wallet() and check() see the states of
+  //    the last write-back, and the store is consistent only after it.
+  // Merkle nodes, op records, payout references and the meta record are
+  // written with every batch as always.  Such a store opens only with
+  // audit_only, and a store without it never does.
+  bool audit_only = false;
 };
 
 struct Receipt {
@@ -133,6 +147,11 @@ class Ledger {
   // before the replicated log drops entries this ledger has applied.
   Status sync();
 
+  // With options.audit_only, writes the wallet states changed since the last
+  // write-back to the store (then wallet() and check() see them); otherwise
+  // does nothing.  Applier thread only.  Storage failures return "io".
+  Status write_back();
+
   // --- Reads: thread-safe, may run concurrently with apply(). ---
 
   LedgerHead head() const;
@@ -140,9 +159,13 @@ class Ledger {
   // The receipt of the accepted op "id" (replay = false), or nullopt.
   Result<std::optional<Receipt>> receipt(const OpId& id) const;
   // Entries [from, from + limit) that exist; limit is capped at kReadEntriesMax.
+  // Refused ("invalid") with options.audit_only.
   Result<std::vector<JournalEntry>> journal(uint64_t from, uint64_t limit) const;
+  // The ledger time of entry "index" ("invalid" unless index < head().size).
+  Result<uint64_t> time_of(uint64_t index) const;
   // The entries touching "wallet" with index > after (all if after is
   // nullopt), oldest first, at most limit (capped at kReadEntriesMax).
+  // Refused ("invalid") with options.audit_only.
   Result<std::vector<JournalEntry>> wallet_entries(const WalletId& wallet, std::optional<uint64_t> after,
                                                    uint64_t limit) const;
   // RFC 9162 tree head and proofs over the journal (tree_size ≤ head().size).
@@ -152,7 +175,7 @@ class Ledger {
 
   // Re-runs the open-time consistency checks; "full" also re-hashes every
   // journal entry and every stored Merkle node against its children, and sums
-  // every balance.
+  // every balance.  With options.audit_only, call write_back() first.
   Status check(bool full) const;
 
  private:
@@ -161,6 +184,8 @@ class Ledger {
   Ledger(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families, Genesis genesis,
          LedgerOptions options);
   Status load_and_check();
+  // audit_only: the stored digest of entry "index".
+  Result<store::EntryDigest> entry_digest(uint64_t index) const;
   Result<std::optional<WalletState>> wallet_for_apply(const WalletId& id);
 
   // Reads one key from the family it lives in (store::in_journal_family).
@@ -172,7 +197,14 @@ class Ledger {
   Genesis genesis_;
   LedgerOptions options_;
   store::MetaState meta_;  // owned by the applier thread
-  std::unordered_map<WalletId, WalletState, Id128Hash> wallet_cache_;  // applier only
+  struct CachedWallet {
+    WalletState state;
+    // audit_only: newer than the stored state (emptying the cache writes
+    // such wallets back first).
+    bool unwritten = false;
+  };
+  std::unordered_map<WalletId, CachedWallet, Id128Hash> wallet_cache_;  // applier only
+  size_t unwritten_ = 0;  // wallets in wallet_cache_ with unwritten set; applier only
   mutable std::mutex head_mu_;
   LedgerHead head_;  // guarded by head_mu_
 };
@@ -183,9 +215,27 @@ std::optional<uint64_t> entry_time(std::string_view entry_bytes);
 // The canonical bytes of entry {index, time, op = envelope JCS}.
 std::string entry_bytes(uint64_t index, uint64_t time, std::string_view envelope_jcs);
 
+// merkle::leaf_hash(entry_bytes(index, time, envelope_jcs)), without building the bytes.
+Hash entry_leaf_hash(uint64_t index, uint64_t time, std::string_view envelope_jcs);
+
 // The journal line GET /v1/journal serves and `cityledger export` writes:
 // the entry's bytes with its leaf hash spliced in where JCS puts it (keys
 // index, leaf_hash, op, time).
 std::string journal_line(std::string_view entry_bytes, const Hash& leaf_hash);
+
+// A journal line as decode_journal_line_canonical() reads it.
+struct CanonicalLine {
+  uint64_t index = 0;
+  uint64_t time = 0;
+  Envelope env;
+  Hash leaf_hash{};  // of the entry's bytes; the line's leaf_hash says the same
+};
+
+// The fast inverse of journal_line() for lines exactly as nodes write them:
+// decodes "line" iff it is journal_line(entry_bytes(index, time, env.jcs),
+// leaf hash of those bytes) for an envelope that decode_envelope_canonical()
+// reads, and its leaf_hash field is right.  Returns nullopt for anything
+// else, with no reason: the caller's strict path decides and explains.
+std::optional<CanonicalLine> decode_journal_line_canonical(std::string_view line);
 
 }  // namespace cl

@@ -37,10 +37,10 @@ Status JournalReplayer::check_and_add(std::string_view bytes) {
   if (!env) return bad_entry(index, "op is " + std::string(code_name(rejection.code)) + ": " + rejection.detail);
   if (entry_bytes(index, time, env->jcs) != bytes) return bad_entry(index, "bytes are not canonical JCS");
   if (verify_signatures_ && verify_envelope(*env) != Code::kOk) return bad_entry(index, "bad signature");
-  return add_decoded(index, time, std::move(*env), std::string(bytes));
+  return add_decoded(index, time, std::move(*env), merkle::leaf_hash(bytes));
 }
 
-Status JournalReplayer::add_decoded(uint64_t index, uint64_t time, Envelope env, std::string bytes) {
+Status JournalReplayer::add_decoded(uint64_t index, uint64_t time, Envelope env, const Hash& leaf_hash) {
   if (index != next_index_) return bad_entry(index, "index field does not match its position in the journal");
   if (!batch_.empty() && time != batch_time_) {
     Status s = flush();
@@ -52,7 +52,7 @@ Status JournalReplayer::add_decoded(uint64_t index, uint64_t time, Envelope env,
   }
   if (batch_.size() == kApplyBatchOpsMax) return bad_entry(index, "more entries share one ledger time than a batch holds");
   batch_.push_back(std::move(env));
-  batch_bytes_.push_back(std::move(bytes));
+  batch_leaves_.push_back(leaf_hash);
   ++next_index_;
   return Status::ok();
 }
@@ -64,7 +64,7 @@ Status JournalReplayer::flush() {
     JournalReplayer* r;
     ~Clear() {
       r->batch_.clear();
-      r->batch_bytes_.clear();
+      r->batch_leaves_.clear();
     }
   } clear{this};
   if (batch_time_ <= target_->head().last_time)
@@ -76,7 +76,7 @@ Status JournalReplayer::flush() {
     uint64_t index = batch_first_index_ + i;
     if (o.code != Code::kOk) return bad_entry(index, "op rejected on replay: " + std::string(code_name(o.code)) + ": " + o.detail);
     if (o.receipt.replay) return bad_entry(index, "op id appears twice in the journal");
-    if (o.receipt.index != index || o.receipt.leaf_hash != merkle::leaf_hash(batch_bytes_[i]))
+    if (o.receipt.index != index || o.receipt.leaf_hash != batch_leaves_[i])
       return bad_entry(index, "replayed entry differs from the journal");
   }
   return Status::ok();

@@ -27,10 +27,11 @@ class JournalReplayer {
   Status add(std::string_view entry_bytes);
 
   // The same for an entry the caller already parsed, checked canonical and
-  // (if it verifies) signature-checked: "bytes" are its canonical entry bytes
-  // and "env" its decoded op.  The auditor decodes and verifies in parallel
-  // and feeds the results here, in order.
-  Status add_decoded(uint64_t index, uint64_t time, Envelope env, std::string bytes);
+  // (if it verifies) signature-checked: "env" is its decoded op and
+  // "leaf_hash" the leaf hash of its canonical entry bytes, which the entry
+  // the ledger journals for it must have.  The auditor decodes and verifies
+  // in parallel and feeds the results here, in order.
+  Status add_decoded(uint64_t index, uint64_t time, Envelope env, const Hash& leaf_hash);
 
   // Applies the last pending batch.  Call once after the last add().
   Status finish();
@@ -47,7 +48,7 @@ class JournalReplayer {
   uint64_t batch_time_ = 0;
   uint64_t batch_first_index_ = 0;
   std::vector<Envelope> batch_;
-  std::vector<std::string> batch_bytes_;
+  std::vector<Hash> batch_leaves_;
 };
 
 // Replays all of "source"'s journal into "target" (see JournalReplayer).

@@ -8,6 +8,7 @@ constexpr uint8_t kWalletFormat = 1;
 constexpr uint8_t kMetaRecordFormat = 2;
 constexpr size_t kWalletBytes = 1 + 1 + 1 + 32 + 8 + 1 + 8;
 constexpr size_t kOpRecordBytes = 8 + 8 + 32;
+constexpr size_t kEntryDigestBytes = 32 + 8;
 }  // namespace
 
 void put_u64(std::string* out, uint64_t v) {
@@ -22,6 +23,12 @@ uint64_t get_u64(const char* p) {
 
 std::string journal_key(uint64_t index) {
   std::string k(1, kJournal);
+  put_u64(&k, index);
+  return k;
+}
+
+std::string entry_digest_key(uint64_t index) {
+  std::string k(1, kEntryDigest);
   put_u64(&k, index);
   return k;
 }
@@ -100,6 +107,22 @@ std::optional<OpRecord> decode_op_record(std::string_view b) {
   r.time = get_u64(b.data() + 8);
   std::memcpy(r.body_hash.data(), b.data() + 16, 32);
   return r;
+}
+
+std::string encode_entry_digest(const EntryDigest& d) {
+  std::string out;
+  out.reserve(kEntryDigestBytes);
+  out.append(reinterpret_cast<const char*>(d.leaf_hash.data()), d.leaf_hash.size());
+  put_u64(&out, d.time);
+  return out;
+}
+
+std::optional<EntryDigest> decode_entry_digest(std::string_view b) {
+  if (b.size() != kEntryDigestBytes) return std::nullopt;
+  EntryDigest d;
+  std::memcpy(d.leaf_hash.data(), b.data(), 32);
+  d.time = get_u64(b.data() + 32);
+  return d;
 }
 
 std::string encode_meta(const MetaState& m) {

@@ -22,13 +22,15 @@ constexpr char kOp = 'o';          // o<op id:16>                 → OpRecord
 constexpr char kWallet = 'w';      // w<wallet id:16>             → WalletState
 constexpr char kWalletEntry = 'x'; // x<wallet id:16><index:8>    → empty
 constexpr char kReference = 'r';   // r<len(program):2><program><reference> → op id
+constexpr char kEntryDigest = 'e'; // e<index:8>                  → EntryDigest, instead of j and x
+                                   // in an audit_only store (LedgerOptions)
 
 // Column families: the append-only journal and its Merkle nodes live apart
 // from the state, so their sequential keys compact by trivial moves instead
 // of being rewritten with every compaction of the (random-keyed) state.
 constexpr std::string_view kJournalFamily = "journal";
 inline bool in_journal_family(std::string_view key) {
-  return !key.empty() && (key[0] == kJournal || key[0] == kTree);
+  return !key.empty() && (key[0] == kJournal || key[0] == kTree || key[0] == kEntryDigest);
 }
 
 constexpr std::string_view kMetaGenesis = "mgenesis";
@@ -36,11 +38,15 @@ constexpr std::string_view kMetaGenesis = "mgenesis";
 constexpr std::string_view kMetaFormat = "mformat";
 constexpr std::string_view kStoreFormat = "cityledger-store-2";
 constexpr std::string_view kMetaState = "mstate";
+// Present iff the store was built with LedgerOptions::audit_only (it lacks
+// the wallet entry index): such a store opens only as audit_only, and vice versa.
+constexpr std::string_view kMetaAuditOnly = "maudit_only";
 
 void put_u64(std::string* out, uint64_t v);
 uint64_t get_u64(const char* p);
 
 std::string journal_key(uint64_t index);
+std::string entry_digest_key(uint64_t index);
 std::string tree_key(uint32_t level, uint64_t index);
 std::string op_key(const OpId& id);
 std::string wallet_key(const WalletId& id);
@@ -68,6 +74,15 @@ struct OpRecord {
 };
 std::string encode_op_record(const OpRecord& r);
 std::optional<OpRecord> decode_op_record(std::string_view bytes);
+
+// What an audit_only store keeps of a journal entry: all that a replay reads
+// back (Merkle leaves, and the time a checkpoint at that size must carry).
+struct EntryDigest {
+  Hash leaf_hash{};
+  uint64_t time = 0;
+};
+std::string encode_entry_digest(const EntryDigest& d);
+std::optional<EntryDigest> decode_entry_digest(std::string_view bytes);
 
 // The per-batch meta record: everything derived that is not a per-key value.
 struct MetaState {

@@ -143,7 +143,7 @@ class FieldReader {
   bool failed_ = false;
 };
 
-bool valid_chain(const std::string& s) {
+bool valid_chain(std::string_view s) {
   if (s.empty() || s.size() > kChainCharsMax) return false;
   for (char c : s) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -307,6 +307,227 @@ std::optional<Envelope> decode_envelope_json(const Json& doc, Rejection* rejecti
     env.jcs.append("\",\"sig\":\"").append(hex_encode(env.signatures[i].sig)).append("\"}");
   }
   env.jcs.append("]}");
+  return env;
+}
+
+// ---------------------------------------------------------------- canonical fast path
+//
+// decode_envelope_canonical accepts a subset of what decode_envelope accepts:
+// text that is byte for byte the JCS of the envelope it decodes to.  JCS
+// leaves one spelling, which the scanner demands: no whitespace; keys in
+// ascending order (all are ASCII names, so byte order is JCS's UTF-16 order,
+// and strictly ascending means no duplicates); integers without sign,
+// leading zero, fraction or exponent; strings verbatim.  A string JCS would
+// escape ('"', '\\', control characters) is left to the strict path.  The
+// field rules are decode_body's: CanonicalFields below mirrors
+// read_type_fields, and the unit tests hold both paths to the same result.
+namespace {
+
+// The body fields, in ascending key order.
+enum Field : uint8_t {
+  kFieldAmount, kFieldChain, kFieldExpiresAt, kFieldFrom, kFieldGate, kFieldId, kFieldKey, kFieldKind,
+  kFieldMaxBalance, kFieldMemo, kFieldProgram, kFieldReason, kFieldReference, kFieldTapAt, kFieldTo, kFieldType,
+  kFieldWallet, kFieldCount,
+};
+constexpr std::array<std::string_view, kFieldCount> kFieldNames = {
+    "amount", "chain", "expires_at", "from", "gate", "id", "key", "kind", "max_balance",
+    "memo", "program", "reason", "reference", "tap_at", "to", "type", "wallet"};
+constexpr uint32_t bit(Field f) { return uint32_t{1} << f; }
+constexpr uint32_t kIntegerFields = bit(kFieldAmount) | bit(kFieldExpiresAt) | bit(kFieldMaxBalance) | bit(kFieldTapAt);
+
+// The fields a body of each type has (decode_body and read_type_fields).
+struct CanonicalFields {
+  uint32_t required;
+  uint32_t optional;
+};
+CanonicalFields canonical_fields(OpType t) {
+  constexpr uint32_t kCommon = bit(kFieldChain) | bit(kFieldId) | bit(kFieldType);
+  constexpr uint32_t kMove = kCommon | bit(kFieldFrom) | bit(kFieldTo) | bit(kFieldAmount);
+  constexpr uint32_t kExpires = bit(kFieldExpiresAt);
+  switch (t) {
+    case OpType::kOpenWallet:
+      return {kCommon | bit(kFieldWallet) | bit(kFieldKey) | bit(kFieldKind), kExpires | bit(kFieldMaxBalance)};
+    case OpType::kIssue: return {kCommon | bit(kFieldTo) | bit(kFieldAmount), kExpires};
+    case OpType::kRedeem: return {kCommon | bit(kFieldFrom) | bit(kFieldAmount), kExpires};
+    case OpType::kTransfer: return {kMove, kExpires | bit(kFieldMemo)};
+    case OpType::kFare: return {kMove | bit(kFieldGate) | bit(kFieldTapAt), kExpires};
+    case OpType::kPayout: return {kMove | bit(kFieldProgram) | bit(kFieldReference), kExpires};
+    case OpType::kFreeze:
+    case OpType::kUnfreeze: return {kCommon | bit(kFieldWallet) | bit(kFieldReason), kExpires};
+    case OpType::kRotateKey: return {kCommon | bit(kFieldWallet) | bit(kFieldKey), kExpires};
+  }
+  return {~uint32_t{0}, 0};  // unreachable: every type is listed
+}
+
+// A cursor over text that must be canonical JCS; each method consumes one
+// token and returns false, consuming nothing usable, at the first byte that
+// is not its one canonical spelling.
+class CanonicalScanner {
+ public:
+  explicit CanonicalScanner(std::string_view text) : s_(text) {}
+  size_t pos() const { return p_; }
+  bool done() const { return p_ == s_.size(); }
+
+  bool literal(std::string_view l) {
+    if (s_.substr(p_, l.size()) != l) return false;
+    p_ += l.size();
+    return true;
+  }
+  // A string JCS writes verbatim: '"', bytes other than '"', '\\' and
+  // control characters, '"'.  (UTF-8 validity is the field checks' job.)
+  bool string(std::string_view* out) {
+    if (p_ >= s_.size() || s_[p_] != '"') return false;
+    size_t start = ++p_;
+    for (; p_ < s_.size(); ++p_) {
+      auto c = static_cast<uint8_t>(s_[p_]);
+      if (c == '"') {
+        *out = s_.substr(start, p_ - start);
+        ++p_;
+        return true;
+      }
+      if (c == '\\' || c < 0x20) return false;
+    }
+    return false;
+  }
+  // An integer as JCS writes it: "0", or digits without a leading zero; it
+  // must fit 64 bits (a larger one is a float to the strict parser).
+  bool integer(uint64_t* out) {
+    size_t start = p_;
+    uint64_t v = 0;
+    for (; p_ < s_.size() && s_[p_] >= '0' && s_[p_] <= '9'; ++p_) {
+      auto d = static_cast<uint64_t>(s_[p_] - '0');
+      if (v > (UINT64_MAX - d) / 10) return false;
+      v = v * 10 + d;
+    }
+    size_t digits = p_ - start;
+    if (digits == 0 || (digits > 1 && s_[start] == '0')) return false;
+    *out = v;
+    return true;
+  }
+
+ private:
+  std::string_view s_;
+  size_t p_ = 0;
+};
+
+// hex_decode's rule (exactly 2N lowercase hex digits), without a branch per
+// digit: a journal line holds ~300 of them, in random order.
+constexpr std::array<uint8_t, 256> kHexValue = [] {
+  std::array<uint8_t, 256> t{};
+  t.fill(0xFF);
+  for (int c = '0'; c <= '9'; ++c) t[c] = static_cast<uint8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t[c] = static_cast<uint8_t>(c - 'a' + 10);
+  return t;
+}();
+template <size_t N>
+bool canonical_hex(std::string_view hex, std::array<uint8_t, N>& out) {
+  if (hex.size() != 2 * N) return false;
+  uint8_t bad = 0;
+  for (size_t i = 0; i < N; ++i) {
+    uint8_t hi = kHexValue[static_cast<uint8_t>(hex[2 * i])], lo = kHexValue[static_cast<uint8_t>(hex[2 * i + 1])];
+    bad |= hi | lo;
+    out[i] = static_cast<uint8_t>((hi << 4) | (lo & 0x0F));
+  }
+  return (bad & 0xF0) == 0;
+}
+
+bool canonical_text(std::string_view value, std::string* out) {
+  auto chars = count_text_chars(value);
+  if (!chars || *chars < 1 || *chars > kTextCharsMax) return false;
+  out->assign(value);
+  return true;
+}
+
+// The body object at the scanner: decode_body's rules on canonical text.
+bool scan_canonical_body(CanonicalScanner& sc, OpBody* b) {
+  std::array<std::string_view, kFieldCount> text{};
+  std::array<uint64_t, kFieldCount> number{};
+  uint32_t present = 0;
+  size_t next = 0;  // keys ascend: each is looked for after the previous one
+  if (!sc.literal("{")) return false;
+  do {
+    std::string_view name;
+    if (!sc.string(&name) || !sc.literal(":")) return false;
+    while (next < kFieldCount && kFieldNames[next] != name) ++next;
+    if (next == kFieldCount) return false;  // unknown, repeated or out of order
+    auto f = static_cast<Field>(next++);
+    present |= bit(f);
+    if (!((kIntegerFields & bit(f)) ? sc.integer(&number[f]) : sc.string(&text[f]))) return false;
+  } while (sc.literal(","));
+  if (!sc.literal("}")) return false;
+
+  auto type = (present & bit(kFieldType)) ? op_type_from_name(text[kFieldType]) : std::nullopt;
+  if (!type) return false;
+  b->type = *type;
+  CanonicalFields fields = canonical_fields(*type);
+  if ((present & fields.required) != fields.required || (present & ~(fields.required | fields.optional)) != 0)
+    return false;
+  auto has = [&](Field f) { return (present & bit(f)) != 0; };
+  if (!valid_chain(text[kFieldChain])) return false;
+  b->chain.assign(text[kFieldChain]);
+  if (!canonical_hex(text[kFieldId], b->id)) return false;
+  if (has(kFieldExpiresAt)) {
+    if (number[kFieldExpiresAt] > kTimeMax) return false;
+    b->expires_at = number[kFieldExpiresAt];
+  }
+  if (has(kFieldWallet) && !canonical_hex(text[kFieldWallet], b->wallet)) return false;
+  if (has(kFieldFrom) && !canonical_hex(text[kFieldFrom], b->from)) return false;
+  if (has(kFieldTo) && !canonical_hex(text[kFieldTo], b->to)) return false;
+  if (has(kFieldKey) && !canonical_hex(text[kFieldKey], b->key)) return false;
+  if (has(kFieldKind)) {
+    auto kind = wallet_kind_from_name(text[kFieldKind]);
+    if (!kind) return false;
+    b->kind = *kind;
+  }
+  if (has(kFieldMaxBalance)) {
+    if (number[kFieldMaxBalance] < 1 || number[kFieldMaxBalance] > kAmountMax) return false;
+    b->max_balance = number[kFieldMaxBalance];
+  }
+  if (has(kFieldAmount)) {
+    if (number[kFieldAmount] < 1 || number[kFieldAmount] > kAmountMax) return false;
+    b->amount = number[kFieldAmount];
+  }
+  if (has(kFieldTapAt)) {
+    if (number[kFieldTapAt] > kTimeMax) return false;
+    b->tap_at = number[kFieldTapAt];
+  }
+  if (has(kFieldGate) && !canonical_text(text[kFieldGate], &b->gate)) return false;
+  if (has(kFieldProgram) && !canonical_text(text[kFieldProgram], &b->program)) return false;
+  if (has(kFieldReference) && !canonical_text(text[kFieldReference], &b->reference)) return false;
+  if (has(kFieldReason) && !canonical_text(text[kFieldReason], &b->reason)) return false;
+  if (has(kFieldMemo)) {
+    std::string memo;
+    if (!canonical_text(text[kFieldMemo], &memo)) return false;
+    b->memo = std::move(memo);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<Envelope> decode_envelope_canonical(std::string_view text) {
+  CanonicalScanner sc(text);
+  Envelope env;
+  if (!sc.literal("{\"body\":")) return std::nullopt;
+  size_t body_begin = sc.pos();
+  if (!scan_canonical_body(sc, &env.body)) return std::nullopt;
+  size_t body_end = sc.pos();
+  if (!sc.literal(",\"signatures\":[")) return std::nullopt;
+  do {
+    std::string_view key, sig;
+    if (env.signatures.size() == kSignaturesMax) return std::nullopt;
+    if (!sc.literal("{\"key\":") || !sc.string(&key) || !sc.literal(",\"sig\":") || !sc.string(&sig) ||
+        !sc.literal("}"))
+      return std::nullopt;
+    Signer signer;
+    if (!canonical_hex(key, signer.key) || !canonical_hex(sig, signer.sig) || env.signed_by(signer.key))
+      return std::nullopt;
+    env.signatures.push_back(signer);
+  } while (sc.literal(","));
+  if (!sc.literal("]}") || !sc.done()) return std::nullopt;
+  env.body_jcs.assign(text.substr(body_begin, body_end - body_begin));
+  env.body_hash = sha256(env.body_jcs);
+  env.jcs.assign(text);
   return env;
 }
 

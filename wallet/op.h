@@ -92,6 +92,15 @@ std::optional<Envelope> decode_envelope(std::string_view text, Rejection* reject
 // Decodes an envelope from an already-parsed document.
 std::optional<Envelope> decode_envelope_json(const Json& doc, Rejection* rejection);
 
+// The fast path for envelopes that are already canonical (what journals
+// hold): decodes "text" without a general JSON parse iff it is exactly the
+// JCS of a valid envelope whose strings need no escaping.  Then the result
+// equals decode_envelope(text)'s, and its jcs is "text".  Returns nullopt for
+// anything else -- not canonical, not valid, or merely unusual (an escaped
+// character) -- with no reason given: the caller falls back to
+// decode_envelope, which decides and explains.
+std::optional<Envelope> decode_envelope_canonical(std::string_view text);
+
 // Decodes and validates an op body (as `cityledger sign` reads it).
 std::optional<OpBody> decode_body(const Json& body, Rejection* rejection);
 

@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "ledger/audit.h"
+#include "ledger/checkpoint.h"
 #include "ledger/merkle.h"
 #include "ledger/replay.h"
 #include "tests/unit/fixture.h"
@@ -860,6 +862,193 @@ TEST_CASE("an auditor's replay of the property ledger, signatures verified, reac
     if (ws[i] && wt[i]) CHECK(same_state(*ws[i], *wt[i]));
   }
   CHECK(target->check(/*full=*/true).to_string() == "ok");
+}
+
+TEST_CASE("an audit_only ledger decides every op as the model does and, written back, holds every wallet") {
+  const Trace& t = property_trace();
+  INFO("seed ", t.seed);
+  TempDir dir;
+  auto full = apply_trace(dir.sub("full"), t);
+  LedgerOptions o;
+  o.audit_only = true;
+  SUBCASE("a wallet cache of 2: written back at almost every batch") { o.wallet_cache_max = 2; }
+  SUBCASE("the default wallet cache: written back once, at the end") {}
+  INFO("wallet_cache_max ", o.wallet_cache_max);
+  auto l = open_ledger(dir.sub("audit"), o);
+  size_t mismatches = 0;
+  for (size_t k = 0; k < t.steps.size(); ++k) {
+    INFO("batch ", k);
+    const Step& s = t.steps[k];
+    mismatches += compare_outcomes(s, apply_step(*l, s));
+    REQUIRE(mismatches == 0);
+    REQUIRE(l->head().size == s.size_after);
+    if (k % 16 == 0 || k + 1 == t.steps.size()) {
+      REQUIRE(l->write_back().to_string() == "ok");
+      check_wallets(*l, t, s);
+      REQUIRE(l->check(/*full=*/false).to_string() == "ok");
+    }
+  }
+  LedgerHead hf = full->head(), ha = l->head();
+  CHECK(ha.size == hf.size);
+  CHECK(ha.root == hf.root);
+  CHECK(ha.last_time == hf.last_time);
+  CHECK(l->check(/*full=*/true).to_string() == "ok");
+  // What an auditor reads back: roots, proofs, entry times, receipts.
+  auto journal = read_journal(*full, 0, hf.size);
+  for (uint64_t size = 0; size <= hf.size; size += 1 + size / 3) {
+    INFO("tree_size ", size);
+    CHECK(*l->root_at(size) == *full->root_at(size));
+    if (size > 0) {
+      CHECK(*l->time_of(size - 1) == journal[size - 1].time);
+      CHECK(*l->inclusion_proof(size / 2, size) == *full->inclusion_proof(size / 2, size));
+      CHECK(*l->consistency_proof(size / 2, size) == *full->consistency_proof(size / 2, size));
+    }
+  }
+  CHECK(l->time_of(hf.size).status().code() == "invalid");
+  for (size_t i = 0; i < journal.size(); i += 97) {
+    auto doc = parse_json_strict(journal[i].bytes);
+    REQUIRE(doc.is_ok());
+    OpId id = *id_from_hex((*doc)["op"]["body"]["id"].get<std::string>());
+    auto rf = full->receipt(id), ra = l->receipt(id);
+    REQUIRE(rf.is_ok());
+    REQUIRE(ra.is_ok());
+    REQUIRE(ra->has_value());
+    CHECK(same_receipt(**ra, **rf));
+  }
+  // It keeps no entry bytes and no wallet index, and says so.
+  CHECK(l->journal(0, 1).status().code() == "invalid");
+  CHECK(l->wallet_entries(t.wallet_ids[0], std::nullopt, 10).status().code() == "invalid");
+  // Written back, it reopens as audit_only only.
+  l.reset();
+  CHECK(Ledger::open(dir.sub("audit"), test_genesis(), LedgerOptions{.sync = false}).status().code() == "mismatch");
+  auto reopened = Ledger::open(dir.sub("audit"), test_genesis(), o);
+  REQUIRE_MESSAGE(reopened.is_ok(), reopened.status().to_string());
+  CHECK((*reopened)->head().root == hf.root);
+  reopened->reset();
+  CHECK(Ledger::open(dir.sub("full2"), test_genesis(), o).is_ok());
+  full.reset();
+  CHECK(Ledger::open(dir.sub("full"), test_genesis(), o).status().code() == "mismatch");
+}
+
+// The journal as `cityledger export` writes it, one line per entry.
+std::vector<std::string> exported_lines(const Ledger& l) {
+  std::vector<std::string> lines;
+  for (const auto& e : read_journal(l, 0, l.head().size)) lines.push_back(journal_line(e.bytes, e.leaf_hash));
+  return lines;
+}
+
+// Audits "lines" with small chunks (so that many overlap) and returns the
+// status of finish(), or of the first failing add_line().
+Status audit(const std::vector<std::string>& lines, std::unique_ptr<Auditor>* out = nullptr) {
+  AuditOptions o;
+  o.threads = 3;
+  o.chunk_entries = 97;
+  auto a = Auditor::open(test_genesis(), o);
+  REQUIRE_MESSAGE(a.is_ok(), a.status().to_string());
+  Status s = Status::ok();
+  for (const auto& line : lines) {
+    s = (*a)->add_line(line);
+    if (!s) break;
+  }
+  if (s) s = (*a)->finish();
+  if (out) *out = std::move(*a);
+  return s;
+}
+
+TEST_CASE("the auditor replays the property ledger's export to its root and supply, and checks checkpoints against it") {
+  const Trace& t = property_trace();
+  INFO("seed ", t.seed);
+  TempDir dir;
+  auto source = apply_trace(dir.sub("source"), t);
+  std::vector<std::string> lines = exported_lines(*source);
+  SUBCASE("as exported") {}
+  SUBCASE("some lines in other valid spellings (the strict path)") {
+    for (size_t i = 0; i < lines.size(); i += 5) {
+      Json doc = Json::parse(lines[i]);
+      if (i % 3 == 0) doc.erase("leaf_hash");  // optional
+      lines[i] = i % 2 == 0 ? doc.dump(1) : doc.dump();
+      if (i % 10 == 5) lines[i] += "\r";
+    }
+  }
+  std::unique_ptr<Auditor> a;
+  Status s = audit(lines, &a);
+  REQUIRE_MESSAGE(s.is_ok(), s.to_string());
+  LedgerHead hs = source->head(), ha = a->ledger().head();
+  CHECK(a->entries() == hs.size);
+  CHECK(ha.root == hs.root);
+  CHECK(ha.supply.issued == hs.supply.issued);
+  CHECK(ha.supply.redeemed == hs.supply.redeemed);
+  auto journal = read_journal(*source, 0, hs.size);
+  for (uint64_t size : {uint64_t{0}, uint64_t{1}, hs.size / 3, hs.size - 1, hs.size}) {
+    INFO("tree_size ", size);
+    Checkpoint cp{test_genesis().chain, size, *source->root_at(size), size ? journal[size - 1].time : 0, {}};
+    cp.signatures = {sign_checkpoint(cp, 1, authorities().node)};
+    CHECK(a->check_checkpoint(cp).to_string() == "ok");
+    Checkpoint wrong_time = cp;
+    wrong_time.time += 1;
+    wrong_time.signatures = {sign_checkpoint(wrong_time, 1, authorities().node)};
+    CHECK(a->check_checkpoint(wrong_time).message().find("checkpoint tree_size " + std::to_string(size) + ": time") == 0);
+    if (size == 0) continue;
+    Checkpoint wrong_root = cp;
+    wrong_root.root = *source->root_at(size - 1);
+    wrong_root.signatures = {sign_checkpoint(wrong_root, 1, authorities().node)};
+    CHECK(a->check_checkpoint(wrong_root).message().find("differs from the replayed journal's root") != std::string::npos);
+  }
+}
+
+TEST_CASE("the auditor names the first bad line with the reason the strict path gives") {
+  const Trace& t = property_trace();
+  TempDir dir;
+  auto source = apply_trace(dir.sub("source"), t);
+  const std::vector<std::string> good = exported_lines(*source);
+  REQUIRE(good.size() > 1000);
+  const size_t k = good.size() / 2 + 3;
+  // Re-exports "line" with the leaf hash its (altered) content has.
+  auto rehash = [](const std::string& line) {
+    Json doc = Json::parse(line);
+    doc.erase("leaf_hash");
+    std::string bytes = jcs(doc);
+    return journal_line(bytes, merkle::leaf_hash(bytes));
+  };
+  auto with = [&](std::string line) {
+    std::vector<std::string> lines = good;
+    lines[k] = std::move(line);
+    return lines;
+  };
+  Json doc = Json::parse(good[k]);
+  std::string sig = doc["op"]["signatures"][0]["sig"].get<std::string>();
+  std::string forged = good[k];
+  forged.replace(forged.find(sig), 1, sig[0] == '0' ? "1" : "0");
+  Json extra = doc;
+  extra["note"] = "x";
+  Json moved = doc;
+  moved["index"] = k + 1;
+  std::string key = "\"index\":" + std::to_string(k);
+  struct Case {
+    std::string name;
+    std::vector<std::string> lines;
+    std::string reason;
+  };
+  std::vector<Case> cases = {
+      {"a signature altered", with(forged), "leaf_hash does not match the entry's content"},
+      {"a signature altered, the leaf hash recomputed", with(rehash(forged)),
+       "a signature does not verify (forged or altered op)"},
+      {"not JSON", with(good[k].substr(0, good[k].size() - 1)), "not valid JSON: "},
+      {"an extra field", with(extra.dump()), "has a field other than index, time, op, leaf_hash: \"note\""},
+      {"an index off by one", with(moved.dump()), "index field " + std::to_string(k + 1) + " is not its position"},
+      {"a duplicate key", with(std::string(good[k]).replace(0, key.size(), key + "," + key)), "not valid JSON: "},
+      {"a line removed", [&] {
+         std::vector<std::string> lines = good;
+         lines.erase(lines.begin() + static_cast<std::ptrdiff_t>(k));
+         return lines;
+       }(), "index field " + std::to_string(k + 1) + " is not its position"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    Status s = audit(c.lines);
+    CHECK(s.code() == "corruption");
+    CHECK_MESSAGE(s.message().find("entry " + std::to_string(k) + ": " + c.reason) == 0, s.message());
+  }
 }
 
 // A batch that journals nothing still advances last_time; the store must reopen.

@@ -1340,5 +1340,48 @@ TEST_CASE("the replicated-log index of the last batch is stored with it and must
   CHECK(reopened->head().size == 1);
 }
 
+TEST_CASE("an audit_only ledger stores wallet states at write_back, and digests instead of entries") {
+  TempDir dir;
+  OpFactory f;
+  const WalletId alice = make_id(1, 0x11), bob = make_id(2, 0x12);
+  const KeyPair alice_key = seed_key(0x21), bob_key = seed_key(0x22);
+  LedgerOptions o;
+  o.audit_only = true;
+  auto l = open_ledger(dir.sub("l"), o);
+  auto out = apply(*l, {f.open_wallet(alice, alice_key), f.open_wallet(bob, bob_key), f.issue(alice, 1000)});
+  for (const auto& r : out) REQUIRE(r.code == Code::kOk);
+  REQUIRE(apply_one(*l, f.transfer(alice, alice_key, bob, 300)).code == Code::kOk);
+  // Decided as always (the cache), not yet in the store.
+  CHECK_FALSE(l->wallet(alice)->has_value());
+  CHECK(apply_one(*l, f.transfer(alice, alice_key, bob, 701)).code == Code::kInsufficientFunds);
+  REQUIRE(l->write_back().to_string() == "ok");
+  CHECK((*l->wallet(alice))->balance == 700);
+  CHECK((*l->wallet(bob))->balance == 300);
+  CHECK(l->check(/*full=*/true).to_string() == "ok");
+  REQUIRE(apply_one(*l, f.issue(bob, 5)).code == Code::kOk);
+  CHECK((*l->wallet(bob))->balance == 300);  // until the next write-back
+  // Entries: their hashes and times are kept, their bytes are not.
+  CHECK(*l->time_of(3) == 2000);
+  CHECK(*l->time_of(4) == l->head().last_time);
+  CHECK(l->journal(0, 1).status().code() == "invalid");
+  CHECK(l->wallet_entries(alice, std::nullopt, 10).status().code() == "invalid");
+  CHECK(l->head().size == 5);
+  // Closed without a write-back, its wallets fall behind its supply, and opening it says so.
+  l.reset();
+  auto reopened = Ledger::open(dir.sub("l"), test_genesis(), o);
+  REQUIRE_FALSE(reopened.is_ok());
+  CHECK(reopened.status().code() == "corruption");
+  CHECK_MESSAGE(reopened.status().message().find("sum of balances") != std::string::npos, reopened.status().message());
+  // Written back, it reopens, as audit_only only.
+  auto again = open_ledger(dir.sub("m"), o);
+  apply(*again, {f.open_wallet(alice, alice_key), f.issue(alice, 10)});
+  REQUIRE(again->write_back().to_string() == "ok");
+  again.reset();
+  CHECK(Ledger::open(dir.sub("m"), test_genesis(), LedgerOptions{.sync = false}).status().code() == "mismatch");
+  auto written = Ledger::open(dir.sub("m"), test_genesis(), o);
+  REQUIRE_MESSAGE(written.is_ok(), written.status().to_string());
+  CHECK((*(*written)->wallet(alice))->balance == 10);
+}
+
 }  // namespace
 }  // namespace cl::test

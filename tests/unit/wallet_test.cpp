@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -763,6 +764,380 @@ TEST_CASE("text fields refuse invalid UTF-8 in a document built in memory") {
     CHECK(rej.code == Code::kMalformed);
     CHECK(rej.detail.find("body.gate:") != std::string::npos);
   }
+}
+
+// ---------------------------------------------------------------------------
+// The canonical fast path (decode_envelope_canonical, and the journal lines
+// of decode_journal_line_canonical): whatever it accepts, the strict path
+// accepts with the same result; canonical text without escapes it accepts.
+// ---------------------------------------------------------------------------
+
+namespace {
+namespace canonical {
+
+// Everything an Envelope holds, spelled out, for comparing two decodings.
+std::string describe(const Envelope& e) {
+  const OpBody& b = e.body;
+  std::string out = b.chain + "|" + id_hex(b.id) + "|" + std::string(op_type_name(b.type)) + "|" +
+                    (b.expires_at ? std::to_string(*b.expires_at) : "-") + "|" + id_hex(b.wallet) + "|" +
+                    id_hex(b.from) + "|" + id_hex(b.to) + "|" + hex_encode(b.key) + "|" +
+                    std::string(wallet_kind_name(b.kind)) + "|" +
+                    (b.max_balance ? std::to_string(*b.max_balance) : "-") + "|" + std::to_string(b.amount) + "|" +
+                    b.gate + "|" + std::to_string(b.tap_at) + "|" + b.program + "|" + b.reference + "|" +
+                    (b.memo ? "memo:" + *b.memo : "-") + "|" + b.reason + "|";
+  for (const auto& s : e.signatures) out += hex_encode(s.key) + ":" + hex_encode(s.sig) + ",";
+  return out + "|" + e.body_jcs + "|" + e.jcs + "|" + to_hex(e.body_hash);
+}
+
+// Envelopes of every type and every optional field, none needing escapes.
+std::vector<Envelope> plain_envelopes() {
+  std::vector<Envelope> out;
+  for (const Envelope& e : one_of_every_type())
+    if (e.jcs.find('\\') == std::string::npos) out.push_back(e);
+  OpFactory f("chain.Z-9_x");
+  KeyPair owner = seed_key(0x31), other = seed_key(0x32);
+  WalletId a = make_id(7, 0xB1), b = make_id(8, 0xB2);
+  OpBody t = f.body(OpType::kTransfer);
+  t.from = a;
+  t.to = b;
+  t.amount = kAmountMax;
+  t.memo = "за обед, ☕ и 🚇";  // 2-, 3- and 4-byte UTF-8
+  out.push_back(sign_envelope(t, {&owner}));
+  OpBody o = f.body(OpType::kOpenWallet);
+  o.wallet = a;
+  o.key = owner.public_key;
+  o.kind = WalletKind::kAgency;
+  o.max_balance = 1;
+  o.expires_at = 0;
+  out.push_back(sign_envelope(o, {&authorities().registrar, &authorities().registrar2, &owner, &other}));
+  OpBody fare = f.body(OpType::kFare);
+  fare.from = a;
+  fare.to = b;
+  fare.amount = 1;
+  fare.gate = std::string(kTextCharsMax, 'g');
+  fare.tap_at = kTimeMax;
+  fare.expires_at = kTimeMax;
+  out.push_back(sign_envelope(fare, {&owner}));
+  out.push_back(f.redeem(b, other, 10));
+  out.push_back(f.payout(a, owner, b, 99, "программа", "R-0"));
+  return out;
+}
+
+// The strict path's verdict: the envelope, or nullopt.
+std::optional<Envelope> strict(std::string_view text) {
+  Rejection rej;
+  return decode_envelope(text, &rej);
+}
+
+// One random edit of "text": a byte replaced, deleted or inserted, or a
+// stretch deleted or repeated.  Bytes come mostly from those that matter to
+// JSON and to the field rules.
+std::string mutate(const std::string& text, std::mt19937_64& rng) {
+  static const std::string kBytes = std::string("{}[]\",:\\ \t0123456789abcdefABCDEF-+.eExyz_/") +
+                                    std::string("\x00\x1f\x7f\x80\xbf\xc3\xd0\xe2\xed\xf0\xf4\xff", 12);
+  auto byte = [&] { return rng() % 4 == 0 ? static_cast<char>(rng() % 256) : kBytes[rng() % kBytes.size()]; };
+  std::string m = text;
+  size_t at = rng() % m.size();
+  switch (rng() % 5) {
+    case 0: m[at] = byte(); break;
+    case 1: m.erase(at, 1); break;
+    case 2: m.insert(m.begin() + static_cast<std::ptrdiff_t>(at), byte()); break;
+    case 3: m.erase(at, 1 + rng() % 12); break;
+    default: m.insert(at, m.substr(rng() % m.size(), 1 + rng() % 12)); break;
+  }
+  return m;
+}
+
+}  // namespace canonical
+}  // namespace
+
+TEST_CASE("decode_envelope_canonical decodes every op type exactly as decode_envelope does") {
+  for (const Envelope& env : canonical::plain_envelopes()) {
+    INFO(env.jcs);
+    auto fast = decode_envelope_canonical(env.jcs);
+    REQUIRE(fast.has_value());
+    auto slow = canonical::strict(env.jcs);
+    REQUIRE(slow.has_value());
+    CHECK(canonical::describe(*fast) == canonical::describe(*slow));
+    CHECK(canonical::describe(*fast) == canonical::describe(env));
+    CHECK(verify_envelope(*fast) == Code::kOk);
+  }
+}
+
+TEST_CASE("decode_envelope_canonical decodes the vector ops exactly as decode_envelope does, and leaves escapes to it") {
+  Json vectors = design_vectors();
+  size_t fast_count = 0;
+  for (const auto& op : vectors.at("ops")) {
+    std::string text = jcs(op.at("envelope"));
+    INFO(text);
+    auto slow = canonical::strict(text);
+    REQUIRE(slow.has_value());
+    REQUIRE(slow->jcs == text);
+    auto fast = decode_envelope_canonical(text);
+    if (text.find('\\') != std::string::npos) {
+      CHECK_FALSE(fast.has_value());  // the memo that needs escaping: the strict path's job
+      continue;
+    }
+    REQUIRE(fast.has_value());
+    CHECK(canonical::describe(*fast) == canonical::describe(*slow));
+    ++fast_count;
+  }
+  CHECK(fast_count == 3);
+}
+
+TEST_CASE("decode_envelope_canonical refuses text that is valid but not its canonical form") {
+  OpFactory f;
+  Envelope env = f.fare(make_id(1, 0xA1), seed_key(0x21), make_id(2, 0xA2), 5700, "Gate A");
+  Json doc = Json::parse(env.jcs);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string t = env.jcs;
+    auto at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  std::vector<std::string> variants = {
+      doc.dump(2),                                                       // whitespace
+      " " + env.jcs,                                                     // leading space
+      env.jcs + "\n",                                                    // trailing newline
+      "{\"signatures\":" + doc["signatures"].dump() + ",\"body\":" + env.body_jcs + "}",  // envelope keys unsorted
+      replace("\"amount\":5700,\"chain\":\"msk-demo\"", "\"chain\":\"msk-demo\",\"amount\":5700"),  // body keys unsorted
+      replace("Gate A", "Gate \\u0041"),                                 // an escape JCS would not write
+      replace("Gate A", "Gate\\/A"),
+  };
+  for (const std::string& v : variants) {
+    INFO(v);
+    auto slow = canonical::strict(v);
+    REQUIRE(slow.has_value());  // valid: the strict path reads it, to its canonical form
+    CHECK(slow->jcs != v);
+    CHECK_FALSE(decode_envelope_canonical(v).has_value());
+  }
+  // A string that needs escaping is canonical but left to the strict path.
+  std::string quoted = replace("Gate A", "Gate \\\"A\\\"");
+  REQUIRE(canonical::strict(quoted).has_value());
+  CHECK(canonical::strict(quoted)->jcs == quoted);
+  CHECK_FALSE(decode_envelope_canonical(quoted).has_value());
+}
+
+TEST_CASE("decode_envelope_canonical refuses what decode_envelope refuses") {
+  OpFactory f;
+  Envelope env = f.transfer(make_id(1, 0xA1), seed_key(0x21), make_id(2, 0xA2), 200);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string t = env.jcs;
+    auto at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  std::string id = id_hex(env.body.id), key = hex_encode(env.signatures[0].key);
+  std::vector<std::string> bad = {
+      replace("\"amount\":200", "\"amount\":0"),                       // invalid_amount
+      replace("\"amount\":200", "\"amount\":9007199254740992"),        // 2^53
+      replace("\"amount\":200", "\"amount\":0200"),                    // not JSON
+      replace("\"amount\":200", "\"amount\":-200"),
+      replace("\"amount\":200", "\"amount\":\"200\""),
+      replace("\"amount\":200", "\"amount\":200.0"),
+      replace("\"amount\":200", "\"amount\":18446744073709551616"),    // beyond 64 bits
+      replace("\"amount\":200,", ""),                                   // a required field missing
+      replace("\"amount\":200,", "\"amount\":200,\"gate\":\"g\","),    // a field of another type
+      replace("\"amount\":200,", "\"amount\":200,\"bogus\":1,"),       // unknown field
+      replace("\"amount\":200,", "\"amount\":200,\"amount\":200,"),    // duplicate key
+      replace(id, std::string(id).replace(0, 1, "A")),                  // uppercase hex
+      replace(id, id.substr(2)),                                        // short id
+      replace("\"msk-demo\"", "\"msk demo\""),                          // bad chain
+      replace("\"transfer\"", "\"transfers\""),                         // unknown type
+      replace("\"signatures\":[", "\"signatures\":[{\"key\":\"" + key + "\",\"sig\":\"" +
+                                      hex_encode(env.signatures[0].sig) + "\"},"),  // a key signing twice
+      replace("\"signatures\":[", "\"signatures\":[],\"x\":["),
+      "{\"body\":" + env.body_jcs + ",\"signatures\":[]}",
+      "{\"body\":" + env.body_jcs + "}",
+      env.jcs.substr(0, env.jcs.size() - 1),
+      env.jcs + "}",
+      "",
+  };
+  for (const std::string& b : bad) {
+    INFO(b);
+    if (b == env.jcs) continue;
+    CHECK_FALSE(decode_envelope_canonical(b).has_value());
+  }
+  // Five signatures: one more than kSignaturesMax.
+  OpBody body = f.body(OpType::kIssue);
+  body.to = make_id(3, 0xA3);
+  body.amount = 1;
+  std::vector<KeyPair> signers = {seed_key(0x41), seed_key(0x42), seed_key(0x43), seed_key(0x44), seed_key(0x45)};
+  std::vector<const KeyPair*> four = {&signers[0], &signers[1], &signers[2], &signers[3]};
+  Envelope max = sign_envelope(body, four);
+  REQUIRE(decode_envelope_canonical(max.jcs).has_value());
+  Json five = Json::parse(max.jcs);
+  five["signatures"].push_back({{"key", hex_encode(signers[4].public_key)}, {"sig", std::string(128, '0')}});
+  CHECK_FALSE(canonical::strict(jcs(five)).has_value());
+  CHECK_FALSE(decode_envelope_canonical(jcs(five)).has_value());
+}
+
+TEST_CASE("decode_envelope_canonical agrees with decode_envelope on randomly edited envelopes") {
+  std::mt19937_64 rng(20261129);
+  size_t fast_accepted = 0, strict_canonical = 0;
+  for (const Envelope& env : canonical::plain_envelopes()) {
+    for (int i = 0; i < 3000; ++i) {
+      std::string m = canonical::mutate(env.jcs, rng);
+      if (rng() % 3 == 0) m = canonical::mutate(m, rng);
+      auto fast = decode_envelope_canonical(m);
+      auto slow = canonical::strict(m);
+      bool canonical_plain = slow && slow->jcs == m && m.find('\\') == std::string::npos;
+      strict_canonical += canonical_plain;
+      if (fast) {
+        ++fast_accepted;
+        INFO(hex_encode(m));
+        REQUIRE(slow.has_value());
+        REQUIRE(slow->jcs == m);
+        REQUIRE(canonical::describe(*fast) == canonical::describe(*slow));
+      } else if (canonical_plain) {
+        INFO(hex_encode(m));
+        FAIL("canonical text without escapes that the fast path refused");
+      }
+    }
+  }
+  // Edits inside hex digits, numbers and text keep many envelopes valid.
+  CHECK(fast_accepted > 1000);
+  CHECK(fast_accepted == strict_canonical);
+}
+
+TEST_CASE("decode_journal_line_canonical reads exported lines exactly as the strict path does") {
+  uint64_t time = 1'795'900'000'123;
+  uint64_t index = 0;
+  for (const Envelope& env : canonical::plain_envelopes()) {
+    for (uint64_t i : {index, index * 1000 + 7}) {
+      std::string bytes = entry_bytes(i, time, env.jcs);
+      Hash leaf = merkle::leaf_hash(bytes);
+      std::string line = journal_line(bytes, leaf);
+      INFO(line);
+      auto fast = decode_journal_line_canonical(line);
+      REQUIRE(fast.has_value());
+      CHECK(fast->index == i);
+      CHECK(fast->time == time);
+      CHECK(fast->leaf_hash == leaf);
+      CHECK(canonical::describe(fast->env) == canonical::describe(env));
+    }
+    ++index;
+    time += 999;
+  }
+  // The design vector entry.
+  Json v = design_vectors().at("journal_entry");
+  std::string bytes = v.at("jcs").get<std::string>();
+  std::string line = journal_line(bytes, merkle::leaf_hash(bytes));
+  auto fast = decode_journal_line_canonical(line);
+  REQUIRE(fast.has_value());
+  CHECK(to_hex(fast->leaf_hash) == v.at("leaf_hash").get<std::string>());
+  CHECK(fast->index == v.at("entry").at("index").get<uint64_t>());
+  CHECK(fast->time == v.at("entry").at("time").get<uint64_t>());
+  CHECK(fast->env.jcs == jcs(v.at("entry").at("op")));
+}
+
+TEST_CASE("entry_leaf_hash is the leaf hash of the entry's canonical bytes") {
+  for (const Envelope& env : one_of_every_type())
+    for (uint64_t index : {uint64_t{0}, uint64_t{9}, uint64_t{10}, uint64_t{123456789}, UINT64_MAX})
+      for (uint64_t time : {uint64_t{0}, uint64_t{1}, uint64_t{1'795'900'000'123}, kTimeMax, UINT64_MAX})
+        CHECK(entry_leaf_hash(index, time, env.jcs) == merkle::leaf_hash(entry_bytes(index, time, env.jcs)));
+}
+
+TEST_CASE("decode_journal_line_canonical refuses lines that are not exactly what nodes export") {
+  OpFactory f;
+  Envelope env = f.fare(make_id(1, 0xA1), seed_key(0x21), make_id(2, 0xA2), 5700, "Gate A");
+  std::string bytes = entry_bytes(42, 1'800'000'000'000, env.jcs);
+  Hash leaf = merkle::leaf_hash(bytes);
+  std::string line = journal_line(bytes, leaf);
+  REQUIRE(decode_journal_line_canonical(line).has_value());
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string t = line;
+    auto at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  std::string hex = to_hex(leaf);
+  Hash other = leaf;
+  other[31] ^= 1;
+  std::string upper = hex;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::vector<std::string> bad = {
+      bytes,                                                // no leaf_hash (valid for the strict path)
+      replace(hex, to_hex(other)),                          // wrong leaf hash
+      replace(hex, upper),                                  // leaf hash in uppercase
+      replace("\"index\":42", "\"index\":042"),
+      replace("\"index\":42", "\"index\":-42"),
+      replace("\"index\":42", "\"index\":\"42\""),
+      replace("\"index\":42", "\"index\":18446744073709551616"),
+      replace(",\"time\":1800000000000}", ",\"time\":01800000000000}"),
+      replace(",\"time\":1800000000000}", ",\"time\":1800000000000 }"),
+      replace(",\"time\":1800000000000}", ",\"time\":1800000000000,\"x\":1}"),
+      replace(",\"time\":1800000000000}", "}"),
+      replace("\"amount\":5700", "\"amount\":5701"),       // content no longer matches the leaf hash
+      replace("\"Gate A\"", "\"Gate \\u0041\""),
+      Json::parse(line).dump(2),
+      line + "\n",
+      " " + line,
+      line.substr(0, line.size() - 1),
+      "",
+  };
+  for (const std::string& b : bad) {
+    INFO(b);
+    CHECK_FALSE(decode_journal_line_canonical(b).has_value());
+  }
+}
+
+TEST_CASE("decode_journal_line_canonical agrees with the strict path on randomly edited lines") {
+  // Edits of the line itself (which break its leaf hash), and edits of the
+  // entry re-exported with the leaf hash of the edited bytes.
+  std::mt19937_64 rng(5);
+  size_t accepted = 0, strict_canonical = 0;
+  uint64_t index = 3;
+  for (const Envelope& env : canonical::plain_envelopes()) {
+    std::string bytes = entry_bytes(index, 1'800'000'000'000 + index, env.jcs);
+    ++index;
+    std::string line = journal_line(bytes, merkle::leaf_hash(bytes));
+    for (int i = 0; i < 3000; ++i) {
+      std::string m;
+      if (i % 2 == 0) {
+        m = canonical::mutate(line, rng);
+      } else {
+        std::string b = canonical::mutate(bytes, rng);
+        if (b.find(",\"op\":") == std::string::npos) continue;
+        m = journal_line(b, merkle::leaf_hash(b));
+      }
+      INFO(hex_encode(m));
+      // The strict reading: exactly {index, leaf_hash, op, time} with a valid
+      // op, and the line is the export of those with the right leaf hash.
+      std::optional<CanonicalLine> strict_line;
+      auto doc = parse_json_strict(m);
+      if (doc && doc->is_object() && doc->size() == 4 && doc->contains("index") && doc->contains("time") &&
+          doc->contains("leaf_hash") && doc->contains("op") && doc->at("index").is_number_unsigned() &&
+          doc->at("time").is_number_unsigned()) {
+        Rejection rej;
+        auto op = decode_envelope_json(doc->at("op"), &rej);
+        if (op) {
+          CanonicalLine c;
+          c.index = doc->at("index").get<uint64_t>();
+          c.time = doc->at("time").get<uint64_t>();
+          std::string b = entry_bytes(c.index, c.time, op->jcs);
+          c.leaf_hash = merkle::leaf_hash(b);
+          c.env = std::move(*op);
+          if (journal_line(b, c.leaf_hash) == m) strict_line = std::move(c);
+        }
+      }
+      bool plain = strict_line && m.find('\\') == std::string::npos;
+      strict_canonical += plain;
+      auto fast = decode_journal_line_canonical(m);
+      if (fast) {
+        ++accepted;
+        REQUIRE(strict_line.has_value());
+        CHECK(fast->index == strict_line->index);
+        CHECK(fast->time == strict_line->time);
+        CHECK(fast->leaf_hash == strict_line->leaf_hash);
+        CHECK(canonical::describe(fast->env) == canonical::describe(strict_line->env));
+      } else if (plain) {
+        FAIL("an exported line without escapes that the fast path refused");
+      }
+    }
+  }
+  CHECK(accepted > 1000);
+  CHECK(accepted == strict_canonical);
 }
 
 }  // namespace cl::test
