@@ -50,8 +50,15 @@ class Auditor {
   // Checks what is still buffered.  Call once after the last line.
   Status finish();
 
-  // After finish(): the checkpoint holds for the replayed journal.
-  Status check_checkpoint(const Checkpoint& cp) const;
+  // After finish(): the checkpoint holds for the replayed journal (its root
+  // and time at its size) and every signature on it is a valid signature of
+  // a genesis node, at most one per node.  With "confirmed" null, a majority
+  // of the genesis nodes must have signed it.  Otherwise a checkpoint that
+  // passes everything but has too few signatures is not an error:
+  // *confirmed says whether a majority signed (a node publishes its head
+  // before its peers have applied that far and countersigned; what it signed
+  // alone is still checked against the replay, and a false root fails).
+  Status check_checkpoint(const Checkpoint& cp, bool* confirmed = nullptr) const;
 
   uint64_t entries() const { return ledger_->head().size; }
   uint64_t lines() const { return lines_; }

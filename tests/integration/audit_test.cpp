@@ -861,6 +861,17 @@ TEST_CASE("audit --node n1 --node n2 --node n3 on a 3-node cluster after load: O
     INFO(au.all());
     REQUIRE(au.code == 0);
     CHECK(parse(au.out)["root"] == rep["root"]);
+    CHECK(parse(au.out)["checkpoints_verified"] == 1);
+    CHECK(parse(au.out)["checkpoints_unconfirmed"] == 0);
+
+    // An archived checkpoint file must carry a majority: one of three
+    // signatures (valid, and over the right root) is not enough.
+    Json one = served[leader];
+    REQUIRE(one["signatures"].size() >= 2);
+    one["signatures"] = Json::array({one["signatures"][0]});
+    write_text(cp_file, one.dump());
+    require_failed(run_cli({"audit", "--journal", journal, "--genesis", genesis, "--checkpoint", cp_file}),
+                   {"checkpoint tree_size " + one["tree_size"].dump(), "majority"});
   }
 }
 

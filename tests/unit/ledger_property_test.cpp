@@ -984,6 +984,14 @@ TEST_CASE("the auditor replays the property ledger's export to its root and supp
     Checkpoint cp{test_genesis().chain, size, *source->root_at(size), size ? journal[size - 1].time : 0, {}};
     cp.signatures = {sign_checkpoint(cp, 1, authorities().node)};
     CHECK(a->check_checkpoint(cp).to_string() == "ok");
+    bool confirmed = false;
+    CHECK(a->check_checkpoint(cp, &confirmed).to_string() == "ok");
+    CHECK(confirmed);  // one node in this genesis: its signature is a majority
+    // Unsigned is never merely "unconfirmed".
+    Checkpoint unsigned_cp = cp;
+    unsigned_cp.signatures.clear();
+    CHECK(!a->check_checkpoint(unsigned_cp).is_ok());
+    CHECK(!a->check_checkpoint(unsigned_cp, &confirmed).is_ok());
     Checkpoint wrong_time = cp;
     wrong_time.time += 1;
     wrong_time.signatures = {sign_checkpoint(wrong_time, 1, authorities().node)};
