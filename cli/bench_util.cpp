@@ -49,6 +49,19 @@ RunIds::RunIds() {
   for (auto& b : run_) b = static_cast<uint8_t>(rd());
 }
 
+BenchCity::BenchCity(std::string chain) : chain_(std::move(chain)) {
+  keys_.resize(256);
+  parallel_for(keys_.size(), [&](size_t i) { keys_[i] = seeded_key(i); });
+}
+
+OpBody BenchCity::body(OpType t) {
+  OpBody b;
+  b.chain = chain_;
+  b.id = id(0x01, next_op_++);
+  b.type = t;
+  return b;
+}
+
 Id128 RunIds::id(uint8_t tag, uint64_t n) const {
   Id128 x = numbered_id(n, tag);
   for (size_t i = 0; i < run_.size(); ++i) x[1 + i] = run_[i];

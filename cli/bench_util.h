@@ -59,6 +59,30 @@ class RunIds {
   std::array<uint8_t, 6> run_{};
 };
 
+// The wallets and op ids of one HTTP benchmark run against a live chain:
+// ids unique to the run (RunIds), riders, transit operators and one agency,
+// a pool of 256 deterministic keys the wallets share, and fresh op bodies.
+class BenchCity {
+ public:
+  explicit BenchCity(std::string chain);
+  Id128 id(uint8_t tag, uint64_t n) const { return run_.id(tag, n); }
+  WalletId rider(uint64_t n) const { return id(0x0A, n); }
+  WalletId transit(uint64_t n) const { return id(0x0B, n); }
+  WalletId agency() const { return id(0x0C, 0); }
+  const KeyPair& key_of(uint64_t wallet_n) const { return keys_[wallet_n % keys_.size()]; }
+  const KeyPair& agency_key() const { return keys_[7]; }
+  const std::string& chain() const { return chain_; }
+  const RunIds& run_ids() const { return run_; }
+  // An op body of type "t" on this chain with a fresh id.
+  OpBody body(OpType t);
+
+ private:
+  std::string chain_;
+  RunIds run_;
+  std::vector<KeyPair> keys_;
+  uint64_t next_op_ = 0;
+};
+
 // q-quantile (0..1) of sorted values; 0 if empty.
 double quantile(const std::vector<double>& sorted, double q);
 

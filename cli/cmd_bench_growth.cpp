@@ -63,17 +63,10 @@ struct FarePhase {
   }
 };
 
-class Growth {
+class Growth : public BenchCity {
  public:
   Growth(const GrowthOptions& o, BenchTarget node, KeyPair registrar, KeyPair issuer)
-      : o_(o), node_(std::move(node)), registrar_(registrar), issuer_(issuer) {
-    keys_.resize(256);
-    parallel_for(keys_.size(), [&](size_t i) { keys_[i] = seeded_key(i); });
-  }
-
-  WalletId rider(uint64_t n) const { return ids_.id(0x0A, n); }
-  WalletId transit(uint64_t n) const { return ids_.id(0x0B, n); }
-  WalletId agency() const { return ids_.id(0x0C, 0); }
+      : BenchCity(node.chain), o_(o), node_(std::move(node)), registrar_(registrar), issuer_(issuer) {}
 
   // Opens the riders, operators and the agency; funds riders for "fares"
   // fares in all and the agency for every payout.
@@ -88,9 +81,9 @@ class Growth {
       opens.push_back(std::move(b));
       owners.push_back(&k);
     };
-    for (uint64_t n = 0; n < o_.operators; ++n) open(transit(n), key(n), WalletKind::kTransit);
+    for (uint64_t n = 0; n < o_.operators; ++n) open(transit(n), key_of(n), WalletKind::kTransit);
     open(agency(), agency_key(), WalletKind::kAgency);
-    for (uint64_t n = 0; n < o_.riders; ++n) open(rider(n), key(n), WalletKind::kPersonal);
+    for (uint64_t n = 0; n < o_.riders; ++n) open(rider(n), key_of(n), WalletKind::kPersonal);
     std::vector<std::string> envs(opens.size());
     parallel_for(opens.size(), [&](size_t i) { envs[i] = sign_envelope(opens[i], {&registrar_, owners[i]}).jcs; });
     if (Status s = submit_batches(node_.url, envs, 4096, 4); !s) return s;
@@ -123,7 +116,7 @@ class Growth {
         b.to = rider(rng_() % o_.riders);
         b.amount = kPayoutAmount;
         b.program = "growth";
-        b.reference = ids_.hex() + "-" + std::to_string(next_ref_++);
+        b.reference = run_ids().hex() + "-" + std::to_string(next_ref_++);
       }
       std::vector<std::string> envs(n);
       parallel_for(n, [&](size_t i) { envs[i] = sign_envelope(bodies[i], {&agency_key()}).jcs; });
@@ -151,7 +144,7 @@ class Growth {
     std::string host = node_.url.host + ":" + std::to_string(node_.url.port);
     std::vector<LoadRequest> out(count);
     parallel_for(count, [&](size_t i) {
-      out[i].bytes = post_request_bytes(host, "/v1/ops", sign_envelope(bodies[i], {&key(who[i])}).jcs);
+      out[i].bytes = post_request_bytes(host, "/v1/ops", sign_envelope(bodies[i], {&key_of(who[i])}).jcs);
       out[i].due_s = rate > 0 ? static_cast<double>(i) / rate : 0;
     });
     return out;
@@ -216,23 +209,12 @@ class Growth {
   }
 
  private:
-  OpBody body(OpType t) {
-    OpBody b;
-    b.chain = node_.chain;
-    b.id = ids_.id(0x01, next_op_++);
-    b.type = t;
-    return b;
-  }
-  const KeyPair& key(uint64_t n) const { return keys_[n % keys_.size()]; }
-  const KeyPair& agency_key() const { return keys_[7]; }
 
   const GrowthOptions& o_;
   BenchTarget node_;
   KeyPair registrar_, issuer_;
-  RunIds ids_;
-  std::vector<KeyPair> keys_;
   std::mt19937_64 rng_{11};
-  uint64_t next_op_ = 0, next_ref_ = 0;
+  uint64_t next_ref_ = 0;
 };
 
 void run_growth(GrowthOptions o) {

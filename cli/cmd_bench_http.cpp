@@ -101,34 +101,10 @@ PhaseResult run_phase(const std::string& name, const api::Url& url, std::vector<
   return result;
 }
 
-class Setup {
+class Setup : public BenchCity {
  public:
   Setup(const HttpBenchOptions& o, KeyPair registrar, KeyPair issuer, std::string chain)
-      : o_(o), registrar_(registrar), issuer_(issuer), chain_(std::move(chain)) {
-    std::random_device rd;
-    for (auto& b : run_) b = static_cast<uint8_t>(rd());
-    keys_.resize(256);
-    parallel_for(keys_.size(), [&](size_t i) { keys_[i] = seeded_key(i); });
-  }
-
-  // A fresh id unique to this run: 6 random bytes, a tag, a counter.
-  Id128 id(uint8_t tag, uint64_t n) const {
-    Id128 x = numbered_id(n, tag);
-    for (size_t i = 0; i < run_.size(); ++i) x[1 + i] = run_[i];
-    return x;
-  }
-  OpBody body(OpType t) {
-    OpBody b;
-    b.chain = chain_;
-    b.id = id(0x01, next_op_++);
-    b.type = t;
-    return b;
-  }
-  const KeyPair& key_of(uint64_t wallet_n) const { return keys_[wallet_n % keys_.size()]; }
-  WalletId rider(uint64_t n) const { return id(0x0A, n); }
-  WalletId op_wallet(uint64_t n) const { return id(0x0B, n); }
-  WalletId agency() const { return id(0x0C, 0); }
-  const KeyPair& agency_key() const { return keys_[7]; }
+      : BenchCity(std::move(chain)), o_(o), registrar_(registrar), issuer_(issuer) {}
 
   // Signs bodies on every core; signer(i) lists the keys for body i.
   template <typename Signers>
@@ -168,7 +144,7 @@ class Setup {
       opens.push_back(b);
       owner.push_back(&k);
     };
-    for (uint64_t n = 0; n < o_.operators; ++n) open(op_wallet(n), key_of(n), WalletKind::kTransit);
+    for (uint64_t n = 0; n < o_.operators; ++n) open(transit(n), key_of(n), WalletKind::kTransit);
     open(agency(), agency_key(), WalletKind::kAgency);
     for (uint64_t n = 0; n < o_.riders; ++n) open(rider(n), key_of(n), WalletKind::kPersonal);
     Status s = submit_all(sign_all(opens, [&](size_t i) { return std::vector<const KeyPair*>{&registrar_, owner[i]}; }));
@@ -198,7 +174,7 @@ class Setup {
       b = body(OpType::kFare);
       who[i] = rng() % o_.riders;
       b.from = rider(who[i]);
-      b.to = op_wallet(rng() % o_.operators);
+      b.to = transit(rng() % o_.operators);
       b.amount = 5700;
       b.gate = "gate-" + std::to_string(rng() % 5000);
       b.tap_at = 1'800'000'000'000;
@@ -215,7 +191,7 @@ class Setup {
       b.to = rider(rng() % o_.riders);
       b.amount = 1'000'000;
       b.program = "birth-benefit";
-      b.reference = "bench-" + hex_encode(std::span<const uint8_t>(run_.data(), run_.size())) + "-" + std::to_string(i);
+      b.reference = "bench-" + run_ids().hex() + "-" + std::to_string(i);
     }
     auto envs = sign_all(bodies, [&](size_t) { return std::vector<const KeyPair*>{&agency_key()}; });
     std::vector<std::string> batches;
@@ -230,10 +206,6 @@ class Setup {
  private:
   const HttpBenchOptions& o_;
   KeyPair registrar_, issuer_;
-  std::string chain_;
-  std::array<uint8_t, 6> run_{};
-  std::vector<KeyPair> keys_;
-  uint64_t next_op_ = 0;
 };
 
 void print_phase(const PhaseResult& r, const char* unit) {

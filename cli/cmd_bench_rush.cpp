@@ -160,20 +160,9 @@ Routing route(const std::vector<RushRequest>& reqs, bool open_loop, size_t gates
 
 // The wallets of the rush and the ops they send.  Ids carry a random run tag
 // so that runs against one ledger never collide.
-class City {
+class City : public BenchCity {
  public:
-  City(const RushOptions& o, std::string chain) : o_(o), chain_(std::move(chain)) {
-    keys_.resize(256);
-    parallel_for(keys_.size(), [&](size_t i) { keys_[i] = seeded_key(i); });
-  }
-
-  Id128 id(uint8_t tag, uint64_t n) const { return run_.id(tag, n); }
-  WalletId rider(uint64_t n) const { return id(0x0A, n); }
-  WalletId transit(uint64_t n) const { return id(0x0B, n); }
-  WalletId agency() const { return id(0x0C, 0); }
-  const KeyPair& key_of(uint64_t n) const { return keys_[n % keys_.size()]; }
-  const KeyPair& agency_key() const { return keys_[7]; }
-  const std::string& chain() const { return chain_; }
+  City(const RushOptions& o, std::string chain) : BenchCity(std::move(chain)), o_(o) {}
 
   // Balances at setup, enough that no rider runs dry over "ops_bound" ops:
   // random picks give some riders several times the mean.
@@ -182,14 +171,6 @@ class City {
     return std::max(kFareAmount, kTransferAmount) * (20 + 4 * mean);
   }
   uint64_t agency_funding(uint64_t ops_bound) const { return kPayoutAmount * (ops_bound / 50 + 2 * o_.payout_batch); }
-
-  OpBody body(OpType t) {
-    OpBody b;
-    b.chain = chain_;
-    b.id = id(0x01, next_op_++);
-    b.type = t;
-    return b;
-  }
 
   // "ops" ops in the rush mix, due at k / rate (rate 0: all due at once).
   // Within every 100 ops: 1 payout, 9 transfers, 90 fares; payouts leave in
@@ -206,7 +187,7 @@ class City {
         b.to = rider(rng() % o_.wallets);
         b.amount = kPayoutAmount;
         b.program = "rush-benefit";
-        b.reference = run_.hex() + "-" + std::to_string(next_ref_++);
+        b.reference = run_ids().hex() + "-" + std::to_string(next_ref_++);
         batch.ops.push_back(std::move(b));
         batch.due_s = due;
         if (batch.ops.size() == o_.payout_batch) out.push_back(std::exchange(batch, RushRequest{kPayoutBatch, 0, {}}));
@@ -246,10 +227,7 @@ class City {
 
  private:
   const RushOptions& o_;
-  std::string chain_;
-  RunIds run_;
-  std::vector<KeyPair> keys_;
-  uint64_t next_op_ = 0, next_ref_ = 0;
+  uint64_t next_ref_ = 0;
 };
 
 // One system under test.
