@@ -35,6 +35,7 @@ struct Limits {
   uint64_t batch_wait_us = 1000;           // how long the batcher waits to fill a batch
   uint64_t verify_threads = 0;             // 0 = one per core
   uint64_t io_threads = 0;                 // 0 = one per core
+  uint64_t raft_slow_ready_ms = 50;       // log raft_slow_ready when one Raft step takes this long (0: never)
   uint64_t raft_compact_entries = 1000;    // compact the Raft log every N applied entries (0: never)
   uint64_t checkpoint_interval_ms = 1000;  // sign a checkpoint this often if the journal grew
   uint64_t checkpoint_entries = 10000;     // ... or as soon as this many entries were appended

@@ -206,6 +206,17 @@ Status Node::start() {
                 {{"role", raft::to_string(ss.role)}, {"term", std::to_string(ss.term)},
                  {"leader", std::to_string(ss.leader)}});
     };
+    ro.slow_ready_ms = config_.limits.raft_slow_ready_ms;
+    ro.on_slow_ready = [](const raft::SlowReady& r) {
+      auto ms = [](double v) {
+        char b[32];
+        std::snprintf(b, sizeof(b), "%.1f", v);
+        return std::string(b);
+      };
+      log_event(LogLevel::kWarn, "raft_slow_ready",
+                {{"total_ms", ms(r.total_ms)}, {"persist_ms", ms(r.persist_ms)}, {"apply_ms", ms(r.apply_ms)},
+                 {"entries", std::to_string(r.entries)}, {"committed", std::to_string(r.committed)}});
+    };
     ro.dir = config_.data_dir + "/raft";
     ro.compact_every = config_.limits.raft_compact_entries;
     ro.fetch_snapshot = [this](const raft::SnapshotRequest& req) -> Result<raft::SnapshotMeta> {
@@ -481,7 +492,11 @@ void Node::post_op(Request&& req, Respond respond) {
   if (!is_json_content(req))
     return respond(problem(req, 415, "unsupported_media_type", "Content-Type must be application/json"));
   Rejection rejection;
-  auto env = decode_envelope(req.body(), &rejection);
+  // Clients that send the envelope's canonical bytes (as `cityledger sign`
+  // and the SDK do) skip the general JSON parse; anything else, valid or
+  // not, takes the strict decoder, which decides and explains.
+  auto env = decode_envelope_canonical(req.body());
+  if (!env) env = decode_envelope(req.body(), &rejection);
   if (!env) return respond(problem_for(req, rejection.code, rejection.detail));
   if (env->body.chain != genesis_.chain)
     return respond(problem_for(req, Code::kWrongChain, "body.chain is \"" + env->body.chain + "\"; this node serves \"" + genesis_.chain + "\""));

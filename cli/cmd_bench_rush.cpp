@@ -53,6 +53,9 @@ struct RushOptions {
   double duration = 5;
   std::vector<double> rates;  // empty: --percents of the measured peak
   std::vector<double> percents = {10, 25, 50, 75, 90, 100, 110};
+  // Rates swept after the automatic ones, e.g. another system's sweep, so
+  // that two systems can be compared at equal offered loads.
+  std::vector<double> also_rates;
   double peak_seconds = 5;
   uint64_t peak_ops = 0;  // ops prepared for the peak phase; 0 = estimate
   uint64_t max_ops = 5'000'000;
@@ -581,8 +584,8 @@ void run_rush(RushOptions o) {
     o.duration = std::min(o.duration, 1.0);
     o.peak_seconds = std::min(o.peak_seconds, 1.0);
   }
-  if (!rates_valid(o.rates) || !rates_valid(o.percents)) {
-    std::cerr << "error: --rates and --percents must be positive numbers\n";
+  if (!rates_valid(o.rates) || !rates_valid(o.percents) || !rates_valid(o.also_rates)) {
+    std::cerr << "error: --rates, --percents and --also-rates must be positive numbers\n";
     return set_exit_code(2);
   }
   o.operators = std::max<uint64_t>(1, o.operators);
@@ -634,8 +637,10 @@ void run_rush(RushOptions o) {
 
   // Refuse a sweep that would not fit the cap before preparing anything.
   uint64_t sweep_bound = o.max_ops;
+  uint64_t also_ops = 0;
+  for (double r : o.also_rates) also_ops += static_cast<uint64_t>(std::llround(r * o.duration));
   if (!o.rates.empty()) {
-    sweep_bound = 0;
+    sweep_bound = also_ops;
     for (double r : o.rates) sweep_bound += static_cast<uint64_t>(std::llround(r * o.duration));
     if (sweep_bound > o.max_ops) {
       std::cerr << "error: the sweep would send " << sweep_bound << " ops, more than --max-ops " << o.max_ops
@@ -682,7 +687,7 @@ void run_rush(RushOptions o) {
                 << peak.sum(&ClassStats::rejected) << " rejected); no sweep\n";
       return set_exit_code(1);
     }
-    uint64_t total = 0;
+    uint64_t total = also_ops;
     for (double pct : o.percents) {
       rates.push_back(base * pct / 100);
       names.push_back("sweep " + std::to_string(std::llround(pct)) + "%");
@@ -693,6 +698,10 @@ void run_rush(RushOptions o) {
                 << "; lower --duration\n";
       return set_exit_code(2);
     }
+  }
+  for (double r : o.also_rates) {
+    rates.push_back(r);
+    names.push_back("rate " + std::to_string(std::llround(r)));
   }
   std::vector<PhaseResult> steps;
   for (size_t i = 0; i < rates.size(); ++i) {
@@ -787,6 +796,9 @@ void register_rush_bench(CLI::App& bench) {
       ->delimiter(',');
   rush->add_option("--percents", o->percents, "the automatic sweep, in % of the measured peak")
       ->delimiter(',')->capture_default_str();
+  rush->add_option("--also-rates", o->also_rates,
+                   "open-loop rates swept after the others (e.g. another system's, to compare at equal load)")
+      ->delimiter(',');
   rush->add_option("--peak-seconds", o->peak_seconds, "closed-loop peak phase length (0: none)")
       ->capture_default_str()->check(CLI::Range(0.0, 3600.0));
   rush->add_option("--peak-ops", o->peak_ops, "ops prepared for the peak phase (default: from the verify ceiling)");

@@ -169,6 +169,9 @@ void RaftNode::loop() {
 }
 
 void RaftNode::handle_ready() {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
   Ready rd = core_->ready();
   if (!(rd.soft_state == last_soft_state_)) {
     last_soft_state_ = rd.soft_state;
@@ -178,10 +181,13 @@ void RaftNode::handle_ready() {
   // may_send_before_persist); everything else only once it is durable.
   for (const auto& m : rd.messages)
     if (may_send_before_persist(m)) transport_->send(m);
+  const auto t_persist = Clock::now();
   Status s = storage_->save(rd);
   CL_CHECK_MSG(s.is_ok(), s.to_string().c_str());
+  const double persist_ms = ms_since(t_persist);
   for (const auto& m : rd.messages)
     if (!may_send_before_persist(m)) transport_->send(m);
+  const auto t_apply = Clock::now();
   for (const auto& e : rd.committed_entries) {
     if (e.type == EntryType::kConfChange && options_.on_conf_change) {
       auto cc = decode_conf_change(e.data);
@@ -205,6 +211,7 @@ void RaftNode::handle_ready() {
       conf_changes_.erase(c);
     }
   }
+  const double apply_ms = ms_since(t_apply);
   for (const auto& r : rd.read_states) {
     auto w = reads_waiting_quorum_.find(r.ctx);
     if (w == reads_waiting_quorum_.end()) continue;
@@ -245,6 +252,11 @@ void RaftNode::handle_ready() {
     proposals_.clear();
     for (auto& [ctx, d] : reads_waiting_quorum_) d(lost);
     reads_waiting_quorum_.clear();
+  }
+  if (options_.slow_ready_ms > 0 && options_.on_slow_ready) {
+    double total_ms = ms_since(t0);
+    if (total_ms >= static_cast<double>(options_.slow_ready_ms))
+      options_.on_slow_ready(SlowReady{persist_ms, apply_ms, total_ms, rd.entries.size(), rd.committed_entries.size()});
   }
   RaftStatus st;
   st.role = core_->role();

@@ -45,6 +45,14 @@ class StateMachine {
 // Runs on a worker thread; while it runs the core applies nothing.
 using SnapshotFetcher = std::function<Result<SnapshotMeta>(const SnapshotRequest&)>;
 
+struct SlowReady {
+  double persist_ms = 0;   // the synced write of entries and hard state
+  double apply_ms = 0;     // applying committed entries
+  double total_ms = 0;     // the whole Ready, including sending and compaction
+  size_t entries = 0;      // entries persisted
+  size_t committed = 0;    // entries applied
+};
+
 struct RaftNodeOptions {
   NodeId id = kNoNode;
   std::vector<NodeId> voters;             // bootstrap configuration
@@ -70,6 +78,11 @@ struct RaftNodeOptions {
   // Called on the Raft thread whenever this node's role, term or known
   // leader changes (for the operator's log).
   std::function<void(const SoftState&)> on_soft_state;
+  // Called on the Raft thread when handling one Ready took longer than
+  // slow_ready_ms (0: never), with where the time went, so an operator can
+  // tell a slow disk (persist) from a slow state machine (apply).
+  uint64_t slow_ready_ms = 0;
+  std::function<void(const SlowReady&)> on_slow_ready;
 };
 
 struct RaftStatus {

@@ -146,14 +146,29 @@ nodes_peak_rss() {
 
 rush_args=(--wallets "$WALLETS" --connections "$CONNECTIONS" --duration "$DURATION" --peak-seconds "$PEAK_SECONDS" --json)
 
+# The open-loop rates PostgreSQL sustained (accepted >= 90% of offered, no
+# errors), comma-separated: cityledger sweeps them too.
+pg_sustained_rates() {
+  python3 - "$RESULTS/postgres.json" <<'EOF'
+import json, sys
+steps = json.load(open(sys.argv[1])).get("steps", [])
+print(",".join(f"{s['offered_rate']:.0f}" for s in steps
+               if s.get("mode") == "open_loop" and s.get("offered_rate", 0) > 0
+               and s.get("accepted_per_sec", 0) >= 0.9 * s["offered_rate"] and s.get("errors", 0) == 0))
+EOF
+}
+
 # cityledger, n nodes: the rush-hour mix, then each node's peak RSS.
 bench_cluster() {
   local run=$1 n=$2 offset=$3
   log "cityledger, $n node(s): rush hour over $WALLETS wallets"
   write_cluster_configs "$run" "$n" "$offset"
   start_nodes "$run" "$n"
+  local also=() rates=""
+  [ ! -s "$RESULTS/postgres.json" ] || rates=$(pg_sustained_rates)
+  [ -z "$rates" ] || also=(--also-rates "$rates")
   "$BIN" bench rush --target cityledger --node "http://127.0.0.1:$((port_base + offset + 1))" \
-    --registrar-key config/demo/registrar.key --issuer-key config/demo/issuer.key "${rush_args[@]}" \
+    --registrar-key config/demo/registrar.key --issuer-key config/demo/issuer.key "${rush_args[@]}" "${also[@]}" \
     >"$RESULTS/$run.json"
   nodes_peak_rss "$run" >"$RESULTS/$run-rss.json"
   stop_nodes "$run" >&2
@@ -197,9 +212,11 @@ if part ceilings; then
   if [ $smoke = 1 ]; then "$BIN" bench ceilings --json --seconds 1 >"$RESULTS/ceilings.json"
   else "$BIN" bench ceilings --json >"$RESULTS/ceilings.json"; fi
 fi
+# PostgreSQL first: cityledger then also sweeps the rates PostgreSQL
+# sustained, so that the report compares p99 at equal offered loads.
+part postgres && bench_postgres
 part one && bench_cluster one 1 0
 part three && bench_cluster three 3 20
-part postgres && bench_postgres
 if part growth; then
   log "growth: fares as the journal grows to $growth_entries entries (one node)"
   write_cluster_configs growth 1 70

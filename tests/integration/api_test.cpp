@@ -1019,6 +1019,53 @@ TEST_CASE("once connections below connections_max are freed, new connections are
 // ===========================================================================
 // Idempotency (DESIGN §4)
 
+TEST_CASE("an envelope in any JSON spelling is the same op as its canonical bytes: one journal entry, in canonical form") {
+  // The node decodes canonical bytes without a general JSON parse; every
+  // other spelling takes the strict decoder.  Both must mean the same op.
+  NodeProcess node;
+  node.start();
+  HttpClient c("127.0.0.1", node.port());
+  OpFactory f;
+  World w;
+  w.setup(c, f, 100);
+
+  Envelope t = f.transfer(w.alice, w.alice_key, w.bob, 10);
+  Json doc = parse(t.jcs);
+  std::string pretty = doc.dump(2);  // whitespace, and nlohmann's key order
+  REQUIRE(pretty != t.jcs);
+  HttpResult r = post_op(c, pretty);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  Json first = check_receipt(parse(r.body), t, false);
+  // Its canonical bytes are now a replay of the same op.
+  HttpResult again = post_op(c, t);
+  REQUIRE(again.status == 200);
+  Json expected = first;
+  expected["replay"] = true;
+  CHECK(check_receipt(parse(again.body), t, true) == expected);
+  auto entries = journal_entries(c);
+  CHECK(entries.back()["index"] == first["index"]);
+  CHECK(jcs(entries.back()["op"]) == t.jcs);
+
+  // Canonical except for one escaped character: still the same op.
+  Envelope u = f.transfer(w.alice, w.alice_key, w.bob, 5);
+  std::string escaped = u.jcs;
+  size_t at = escaped.find("\"type\"");
+  REQUIRE(at != std::string::npos);
+  escaped.replace(at, 6, "\"\\u0074ype\"");  // "type" spelled "\u0074ype"
+  HttpResult er = post_op(c, escaped);
+  REQUIRE_MESSAGE(er.status == 200, er.body);
+  check_receipt(parse(er.body), u, false);
+  CHECK(jcs(journal_entries(c).back()["op"]) == u.jcs);
+  CHECK(get_json(c, target_of("/v1/wallets/", w.bob))["balance"] == 15);
+
+  // Canonical bytes with a bad signature are refused as before.
+  Envelope g = f.transfer(w.alice, w.alice_key, w.bob, 7);
+  std::string forged = with_bad_signature(g);
+  CHECK(forged.size() == g.jcs.size());  // still canonical: the fast decoder takes it
+  submit_refused(c, forged, 401, "bad_signature");
+  CHECK(get_json(c, target_of("/v1/wallets/", w.bob))["balance"] == 15);
+}
+
 TEST_CASE("the same envelope twice returns the original receipt marked as a replay, and is journaled once") {
   NodeProcess node;
   node.start();

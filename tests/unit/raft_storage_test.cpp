@@ -121,3 +121,111 @@ TEST_CASE("raft storage refuses a store without its format record or with anothe
   REQUIRE_FALSE(again.is_ok());
   CHECK(again.status().message().find("cityledger-raft-9") != std::string::npos);
 }
+
+// --- RaftNode: the loop that drives the core, storage and transport ---------
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "consensus/raft_node.h"
+
+namespace {
+
+// Applies entries slowly, as a state machine stuck on a slow disk would.
+class SlowMachine : public StateMachine {
+ public:
+  explicit SlowMachine(std::chrono::milliseconds delay) : delay_(delay) {}
+  std::any apply(const Entry& e) override {
+    std::this_thread::sleep_for(delay_);
+    applied_.store(e.index);
+    return e.data;
+  }
+  void skip(Index index) override { applied_.store(index); }
+  Index applied_index() const override { return applied_.load(); }
+
+ private:
+  std::chrono::milliseconds delay_;
+  std::atomic<Index> applied_{0};
+};
+
+struct SlowReport {
+  std::mutex mu;
+  std::vector<SlowReady> seen;
+};
+
+// A single-voter node on loopback that reports Raft steps slower than slow_ms.
+std::unique_ptr<RaftNode> start_single(const std::string& dir, StateMachine* sm, uint64_t slow_ms, SlowReport* rep) {
+  RaftNodeOptions o;
+  o.id = 1;
+  o.voters = {1};
+  o.peers = {{1, PeerAddress{"127.0.0.1", 0}}};
+  o.dir = dir;
+  o.tick_ms = 10;
+  o.seed = 7;
+  o.slow_ready_ms = slow_ms;
+  o.on_slow_ready = [rep](const SlowReady& r) {
+    std::lock_guard lock(rep->mu);
+    rep->seen.push_back(r);
+  };
+  auto node = RaftNode::open(std::move(o), sm);
+  REQUIRE_MESSAGE(node.is_ok(), node.status().to_string());
+  REQUIRE((*node)->start().is_ok());
+  return std::move(*node);
+}
+
+// Proposes "data" until it is applied (the node may still be electing itself).
+void propose_until_applied(RaftNode* node, const std::string& data) {
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    std::promise<Status> p;
+    auto f = p.get_future();
+    node->propose(data, [&p](Status s, std::any) { p.set_value(s); });
+    REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    if (f.get().is_ok()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL("the single-voter node never committed");
+}
+
+}  // namespace
+
+TEST_CASE("a Raft step slower than slow_ready_ms is reported with where its time went (apply vs persist)") {
+  Dir dir;
+  SlowMachine sm(std::chrono::milliseconds(60));
+  SlowReport rep;
+  auto node = start_single(dir.path, &sm, 30, &rep);
+  propose_until_applied(node.get(), "slow entry");
+  node->stop();
+  std::lock_guard lock(rep.mu);
+  REQUIRE_FALSE(rep.seen.empty());
+  const SlowReady& r = rep.seen.back();
+  CHECK(r.committed >= 1);
+  CHECK(r.apply_ms >= 60);
+  CHECK(r.total_ms >= r.apply_ms);
+  CHECK(r.total_ms >= r.persist_ms);
+}
+
+TEST_CASE("fast Raft steps, or slow_ready_ms = 0, report nothing") {
+  SUBCASE("fast steps under the threshold") {
+    Dir dir;
+    SlowMachine sm(std::chrono::milliseconds(0));
+    SlowReport rep;
+    auto node = start_single(dir.path, &sm, 5000, &rep);
+    propose_until_applied(node.get(), "fast entry");
+    node->stop();
+    std::lock_guard lock(rep.mu);
+    CHECK(rep.seen.empty());
+  }
+  SUBCASE("reporting off") {
+    Dir dir;
+    SlowMachine sm(std::chrono::milliseconds(40));
+    SlowReport rep;
+    auto node = start_single(dir.path, &sm, 0, &rep);
+    propose_until_applied(node.get(), "slow entry");
+    node->stop();
+    std::lock_guard lock(rep.mu);
+    CHECK(rep.seen.empty());
+  }
+}
