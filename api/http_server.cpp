@@ -32,7 +32,7 @@ Response problem_response(int status, const std::string& code, const std::string
 
 // One connection: read a request, hand it to the handler, write the
 // response, repeat while keep-alive.  All socket work runs on the session's
-// strand; Respond may be called from any thread.
+// io_context (run by one thread); Respond may be called from any thread.
 class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Session> {
  public:
   Session(tcp::socket socket, HttpServer* server)
@@ -188,8 +188,21 @@ class HttpServer::Session : public std::enable_shared_from_this<HttpServer::Sess
   uint64_t generation_ = 0;
 };
 
+namespace {
+std::vector<std::unique_ptr<net::io_context>> make_iocs(size_t io_threads) {
+  size_t n = io_threads ? io_threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<net::io_context>> iocs;
+  for (size_t i = 0; i < n; ++i) iocs.push_back(std::make_unique<net::io_context>(1));
+  return iocs;
+}
+}  // namespace
+
 HttpServer::HttpServer(ServerOptions options, Handler handler, Metrics* metrics)
-    : options_(std::move(options)), handler_(std::move(handler)), metrics_(metrics), ioc_(), acceptor_(ioc_) {}
+    : options_(std::move(options)),
+      handler_(std::move(handler)),
+      metrics_(metrics),
+      iocs_(make_iocs(options_.io_threads)),
+      acceptor_(*iocs_.front()) {}
 
 HttpServer::~HttpServer() { stop(); }
 
@@ -205,17 +218,19 @@ Status HttpServer::start() {
   if (ec) return Status::error("io", "cannot listen on " + options_.listen.to_string() + ": " + ec.message());
   port_ = acceptor_.local_endpoint().port();
   do_accept();
-  size_t n = options_.io_threads ? options_.io_threads : std::max(1u, std::thread::hardware_concurrency());
-  for (size_t i = 0; i < n; ++i)
-    threads_.emplace_back([this] {
+  for (auto& ioc : iocs_) {
+    work_.push_back(net::make_work_guard(*ioc));
+    threads_.emplace_back([ioc = ioc.get()] {
       pthread_setname_np(pthread_self(), "cl-http");
-      ioc_.run();
+      ioc->run();
     });
+  }
   return Status::ok();
 }
 
 void HttpServer::do_accept() {
-  acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
+  net::io_context& home = *iocs_[next_ioc_++ % iocs_.size()];
+  acceptor_.async_accept(home, [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (!acceptor_.is_open()) return;
     } else {
@@ -237,7 +252,7 @@ void HttpServer::do_accept() {
 void HttpServer::stop_accepting() {
   if (!accepting_.exchange(false)) return;
   std::promise<void> closed;
-  net::post(ioc_, [this, &closed] {
+  net::post(*iocs_.front(), [this, &closed] {
     beast::error_code ec;
     acceptor_.close(ec);
     closed.set_value();
@@ -251,7 +266,8 @@ void HttpServer::stop(uint64_t grace_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
   while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ioc_.stop();
+  work_.clear();
+  for (auto& ioc : iocs_) ioc->stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
 }

@@ -100,6 +100,9 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   // file-size or extent change, so no ext4/xfs journal commit that would
   // also wait for whatever else the machine is writing.
   o.recycle_log_file_num = 4;
+  // Entries live until the next compaction (limits.raft_compact_entries):
+  // compressing them on flush costs CPU for nothing.
+  o.compression = rocksdb::kNoCompression;
   if (env) o.env = env;
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);

@@ -1,7 +1,9 @@
 // The write pipeline: verify pool → batcher → committer, with bounded queues.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <future>
+#include <thread>
 
 #include "api/metrics.h"
 #include "api/pipeline.h"
@@ -124,6 +126,38 @@ TEST_CASE("pipeline stop answers every admitted op before returning") {
   }
   CHECK(l->head().size == 200);
   CHECK_FALSE(p.submit({f.open_wallet(make_id(999, 0x12), seed_key(0x40))}, [](auto, auto) {}));
+}
+
+TEST_CASE("pipeline stop while other threads submit: every admitted op is answered before stop returns") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  api::LocalCommitter committer(l.get());
+  api::Pipeline p(&committer, fixed_clock, nullptr, api::PipelineOptions{});
+  // Pre-signed: the submitting threads do nothing but submit.
+  constexpr int kThreads = 4, kPerThread = 300;
+  std::vector<std::vector<Envelope>> ops(kThreads);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kPerThread; ++i) ops[t].push_back(f.open_wallet(make_id(t * 1000 + i, 0x14), seed_key(0x41)));
+  std::atomic<int> admitted{0}, answered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::vector<Envelope> req{ops[t][i]};
+        if (p.submit(req, [&](std::vector<OpOutcome>, Status) { answered.fetch_add(1); })) admitted.fetch_add(1);
+      }
+    });
+  while (admitted.load() < 50) std::this_thread::yield();
+  p.stop();
+  int answered_at_stop = answered.load();
+  for (auto& t : threads) t.join();
+  // Every submit that returned true (some may return after stop() began)
+  // was answered before stop() returned, and committed.
+  CHECK(answered_at_stop == admitted.load());
+  CHECK(answered.load() == admitted.load());
+  CHECK(l->head().size == static_cast<uint64_t>(admitted.load()));
+  CHECK(admitted.load() < kThreads * kPerThread + 1);
 }
 
 TEST_CASE("pipeline answers 'not committed' for every op when the committer fails") {
