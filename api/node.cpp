@@ -170,8 +170,12 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
   LedgerOptions lo;
   // Replicated, the Raft log is synced before anything is acknowledged and
   // entries after the ledger's stored source index are re-applied on start,
-  // so the ledger's own write need not be synced.
+  // so the Raft log is the ledger's write-ahead log (see raft_log_is_wal).
   lo.sync = config.peers.size() <= 1;
+  lo.raft_log_is_wal = !lo.sync;
+  // The log is kept until the ledger's flushed state covers it: at most ten
+  // compaction intervals when memtables fill slowly.
+  lo.raft_flush_lag = std::max<uint64_t>(1, 10 * config.limits.raft_compact_entries);
   auto ledger = Ledger::open(config.data_dir + "/ledger", *genesis, lo);
   if (!ledger) return ledger.status();
   return std::unique_ptr<Node>(new Node(config, std::move(*genesis), *key, std::move(*ledger)));
@@ -378,6 +382,9 @@ Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
       Status a = ledger_->advance_to(std::max(last_time, ledger_->head().last_time), meta.index);
       if (!a) return a;
     }
+    // The installed state must be durable before Raft records that it is
+    // there (and drops the log before it).
+    if (Status d = ledger_->sync(); !d) return d;
     state_machine_->installed(meta.index);
     // Members added before the compacted point: learn their addresses from
     // the leader (the entries that carried them are gone).

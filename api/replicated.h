@@ -43,6 +43,11 @@ class LedgerStateMachine : public raft::StateMachine {
   void skip(raft::Index index) override;
   raft::Index applied_index() const override { return applied_.load(); }
   Status sync() override { return ledger_->sync(); }
+  Result<raft::Index> durable_index() override {
+    auto d = ledger_->durable_source_index();
+    if (!d) return d.status();
+    return raft::Index{*d};
+  }
   // After installing a leader's state up to raft index "index".
   void installed(raft::Index index) { applied_.store(index); }
 

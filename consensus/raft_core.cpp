@@ -865,7 +865,7 @@ bool RaftCore::has_ready() const {
       cfg_.test_fault == TestFault::kAckBeforePersist ? std::min(fault_hold_index_, log_.last_index()) : log_.last_index();
   return soft_state() != reported_soft_state_ || hard_state() != persisted_hard_state_ || snapshot_to_persist_ ||
          snapshot_request_.has_value() || !msgs_.empty() || !read_states_.empty() ||
-         log_.stabled() < unstable_upto || applied_ < std::min(commit_, log_.stabled());
+         log_.stabled() < unstable_upto || (!apply_paused_ && applied_ < std::min(commit_, log_.stabled()));
 }
 
 Ready RaftCore::ready() {
@@ -888,7 +888,7 @@ Ready RaftCore::ready() {
   msgs_.clear();
   // Only durable entries are applied: a crash must never leave the state
   // machine ahead of the log it restarts from.
-  const Index apply_upto = std::min(commit_, log_.stabled());
+  const Index apply_upto = apply_paused_ ? applied_ : std::min(commit_, log_.stabled());
   for (Index i = applied_ + 1; i <= apply_upto && rd.committed_entries.size() < cfg_.max_committed_per_ready; ++i) {
     rd.committed_entries.push_back(*log_.entry_at(i));
   }

@@ -181,6 +181,11 @@ class RaftCore {
   // Abandoned after an election timeout.  Errors: "not_leader", "invalid".
   Status transfer_leadership(NodeId to);
 
+  // While paused, Readies carry no committed entries (everything else goes
+  // on: persisting, messages).  The application pauses applying while it
+  // installs a snapshot's state, which it must not interleave with applies.
+  void set_apply_paused(bool paused) { apply_paused_ = paused; }
+
   bool has_ready() const;
   // Precondition: has_ready().  See Ready for the contract.
   Ready ready();
@@ -318,6 +323,7 @@ class RaftCore {
   std::optional<SnapshotRequest> snapshot_request_;
   bool snapshot_to_persist_ = false;
   bool ready_pending_ = false;  // between ready() and advance()
+  bool apply_paused_ = false;   // set_apply_paused
   HardState persisted_hard_state_;
   SoftState reported_soft_state_;
 };

@@ -225,23 +225,28 @@ void RaftNode::handle_ready() {
   core_->advance(rd);
   if (rd.snapshot_request && !fetching_ && options_.fetch_snapshot) {
     // The leader compacted what we need: fetch its state on a worker thread.
+    // The state machine is the fetcher's until it is done: no applies.
     fetching_ = true;
+    core_->set_apply_paused(true);
     if (fetcher_.joinable()) fetcher_.join();
     fetcher_ = std::thread([this, req = *rd.snapshot_request] {
       auto meta = options_.fetch_snapshot(req);
       post([this, meta] {
         fetching_ = false;
         if (meta) core_->report_snapshot_done(*meta).to_string();  // refused if already past it
+        core_->set_apply_paused(false);
       });
     });
   }
-  // Compaction: drop the log the state machine has durably applied.
+  // Compaction: drop the log the state machine has durably applied (a
+  // crash loses the rest of its state, which the log then re-applies).
   Index applied = core_->applied();
   if (options_.compact_every > 0 && !fetching_ && applied >= core_->snapshot().index + options_.compact_every) {
-    auto term = core_->term_at(applied);
-    Status synced = sm_->sync();
-    if (term && synced) {
-      SnapshotMeta meta{applied, *term, core_->conf_at(applied)};
+    auto durable = sm_->durable_index();
+    Index at = durable ? std::min(*durable, applied) : 0;
+    auto term = at > core_->snapshot().index ? core_->term_at(at) : std::nullopt;
+    if (term) {
+      SnapshotMeta meta{at, *term, core_->conf_at(at)};
       if (core_->compact(meta)) CL_CHECK_MSG(storage_->compact(meta).is_ok(), "raft log compaction failed");
     }
   }

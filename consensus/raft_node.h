@@ -35,8 +35,16 @@ class StateMachine {
   virtual void skip(Index index) = 0;
   // The index of the last applied entry, as durable as the state itself.
   virtual Index applied_index() const = 0;
-  // Makes everything applied durable; called before the log is compacted.
+  // Makes everything applied durable.
   virtual Status sync() { return Status::ok(); }
+  // The highest applied index that survives a crash: the log is compacted
+  // only up to it.  May start making more durable in the background (the
+  // next call sees it).  Default: sync(), then everything applied.
+  virtual Result<Index> durable_index() {
+    Status s = sync();
+    if (!s) return s;
+    return applied_index();
+  }
 };
 
 // Fetches the state the leader asked for (out of band, e.g. from the

@@ -434,6 +434,7 @@ Ledger::Ledger(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamil
                LedgerOptions options)
     : db_(std::move(db)), families_(std::move(families)), genesis_(std::move(genesis)), options_(options) {
   CL_CHECK(families_.size() == 2);
+  if (options_.raft_log_is_wal) options_.disable_wal = true;
 }
 
 Ledger::~Ledger() {
@@ -459,6 +460,9 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   o.max_background_jobs = 2;
   o.bytes_per_sync = 1 << 20;
   o.wal_bytes_per_sync = 1 << 20;
+  // Without a WAL, state and journal must reach disk together: a flush of
+  // one family without the other would leave a torn ledger after a crash.
+  if (options.raft_log_is_wal) o.atomic_flush = true;
   if (options.env) o.env = options.env;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -752,9 +756,49 @@ Status Ledger::advance_to(uint64_t time, uint64_t source_index) {
 }
 
 Status Ledger::sync() {
+  if (options_.raft_log_is_wal) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    fo.allow_write_stall = true;
+    auto s = db_->Flush(fo, families_);
+    if (!s.ok()) return io_error(s, "flush ledger");
+    return Status::ok();
+  }
   auto s = db_->SyncWAL();
   if (!s.ok()) return io_error(s, "sync write-ahead log");
   return Status::ok();
+}
+
+Result<uint64_t> Ledger::durable_source_index() {
+  if (!options_.raft_log_is_wal) {
+    Status s = sync();
+    if (!s) return s;
+    return meta_.source_index;
+  }
+  // kPersistedTier skips memtables written without a WAL: what a crash keeps.
+  rocksdb::ReadOptions ro;
+  ro.read_tier = rocksdb::kPersistedTier;
+  std::string value;
+  auto s = db_->Get(ro, family(store::kMetaState), store::kMetaState, &value);
+  uint64_t durable = 0;
+  if (s.ok()) {
+    auto m = store::decode_meta(value);
+    if (!m) return Status::error("corruption", "flushed ledger state is malformed");
+    durable = m->source_index;
+  } else if (!s.IsNotFound()) {
+    return io_error(s, "read flushed ledger state");
+  }
+  if (meta_.source_index - durable > options_.raft_flush_lag && flush_requested_for_ <= durable) {
+    // The memtables are switched inside Flush(): the flush covers every
+    // batch applied so far.  Writes go on meanwhile.
+    rocksdb::FlushOptions fo;
+    fo.wait = false;
+    fo.allow_write_stall = true;
+    auto f = db_->Flush(fo, families_);
+    if (!f.ok()) return io_error(f, "request a ledger flush");
+    flush_requested_for_ = meta_.source_index;
+  }
+  return durable;
 }
 
 LedgerHead Ledger::head() const {

@@ -1,4 +1,9 @@
-// ledger_crash_child <dir> <seed>: the victim of tests/crash/crash_test.cpp.
+// ledger_crash_child <dir> <seed> [raft-wal]: the victim of tests/crash/crash_test.cpp.
+//
+// With "raft-wal" the ledger is a replica's (LedgerOptions::raft_log_is_wal:
+// no WAL of its own, sync off), each batch carries the next source index,
+// and a batch is acknowledged only once durable_source_index() covers it,
+// as a replica's Raft log may then drop it.
 //
 // Opens the ledger in <dir> (LedgerOptions::sync = true) for the test genesis
 // and applies random batches of 1..kBatchOpsMax fares, transfers and issues,
@@ -191,7 +196,8 @@ class Child {
   // Applies one batch at head().last_time + 1, updates the bookkeeping from
   // the outcomes and acknowledges the durable batch on stdout.
   void apply(const std::vector<Envelope>& ops) {
-    auto out = l_->apply(ops, l_->head().last_time + 1);
+    uint64_t source = raft_wal_ ? l_->head().source_index + 1 : 0;
+    auto out = l_->apply(ops, l_->head().last_time + 1, source);
     if (!out) die("apply: " + out.status().to_string());
     for (size_t k = 0; k < ops.size(); ++k) {
       const OpOutcome& o = (*out)[k];
@@ -208,8 +214,24 @@ class Child {
     }
     if (!ops.empty()) last_ops_ = ops;
     LedgerHead h = l_->head();
-    write_all(STDOUT_FILENO, "ack " + std::to_string(h.size) + " " + hex_encode(h.root) + "\n");
+    if (!raft_wal_) {
+      write_all(STDOUT_FILENO, "ack " + std::to_string(h.size) + " " + hex_encode(h.root) + "\n");
+      return;
+    }
+    pending_.push_back({h.source_index, "ack " + std::to_string(h.size) + " " + hex_encode(h.root) + "\n"});
+    auto durable = l_->durable_source_index();
+    if (!durable) die("durable_source_index: " + durable.status().to_string());
+    while (!pending_.empty() && pending_.front().first <= *durable) {
+      write_all(STDOUT_FILENO, pending_.front().second);
+      pending_.pop_front();
+    }
   }
+
+ public:
+  bool raft_wal_ = false;
+
+ private:
+  std::deque<std::pair<uint64_t, std::string>> pending_;  // raft-wal: (source index, ack line) not yet durable
 
   Ledger* l_;
   std::vector<Envelope> last_ops_;  // the last non-empty batch, replayed to make no-entry batches
@@ -222,17 +244,21 @@ class Child {
 }  // namespace cl::crash
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: ledger_crash_child <dir> <seed>\n");
+  const bool raft_wal = argc == 4 && std::string(argv[3]) == "raft-wal";
+  if (argc != 3 && !raft_wal) {
+    std::fprintf(stderr, "usage: ledger_crash_child <dir> <seed> [raft-wal]\n");
     return 2;
   }
   auto genesis = cl::Genesis::parse(cl::test::test_genesis_json());
   if (!genesis) cl::crash::die("genesis: " + genesis.status().to_string());
   cl::LedgerOptions options;
-  options.sync = true;
+  options.sync = !raft_wal;
+  options.raft_log_is_wal = raft_wal;
+  options.raft_flush_lag = 5;  // flush often: a run lasts only 20-300 ms
   auto ledger = cl::Ledger::open(argv[1], *genesis, options);
   if (!ledger) cl::crash::die("open: " + ledger.status().to_string());
   cl::crash::Child child(ledger->get(), std::strtoull(argv[2], nullptr, 0));
+  child.raft_wal_ = raft_wal;
   child.open_missing();
   child.run_forever();
 }

@@ -73,7 +73,7 @@ void drain(int fd, std::string* out, bool to_eof) {
 
 // Spawns the child on "dir", lets it run for "run_ms", kills it with
 // SIGKILL and collects its acknowledgements.
-ChildRun run_and_kill(const std::string& dir, uint64_t child_seed, uint64_t run_ms) {
+ChildRun run_and_kill(const std::string& dir, uint64_t child_seed, uint64_t run_ms, bool raft_wal) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   std::string seed_arg = std::to_string(child_seed);
@@ -83,7 +83,7 @@ ChildRun run_and_kill(const std::string& dir, uint64_t child_seed, uint64_t run_
     ::dup2(fds[1], STDOUT_FILENO);
     ::close(fds[0]);
     ::close(fds[1]);
-    const char* argv[] = {CL_CRASH_CHILD, dir.c_str(), seed_arg.c_str(), nullptr};
+    const char* argv[] = {CL_CRASH_CHILD, dir.c_str(), seed_arg.c_str(), raft_wal ? "raft-wal" : nullptr, nullptr};
     ::execv(CL_CRASH_CHILD, const_cast<char* const*>(argv));
     ::_exit(127);
   }
@@ -147,9 +147,10 @@ bool same_state(const WalletState& a, const WalletState& b) {
 
 // The recovered store in "dir" opens, passes every check, holds every
 // acknowledged batch, and equals a replay of its own journal.
-void check_recovered(const std::string& dir, const ChildRun& run) {
+void check_recovered(const std::string& dir, const ChildRun& run, bool raft_wal) {
   LedgerOptions options;
   options.sync = false;
+  options.raft_log_is_wal = raft_wal;
   options.verify_supply_on_open = true;
   auto opened = Ledger::open(dir, test_genesis(), options);
   REQUIRE_MESSAGE(opened.is_ok(), "the killed child's store does not open: ", opened.status().to_string());
@@ -196,7 +197,7 @@ void check_recovered(const std::string& dir, const ChildRun& run) {
   CHECK(differing == 0);
 }
 
-TEST_CASE("a ledger killed with SIGKILL at random moments reopens consistent and equal to a replay of its journal") {
+void kill_loop(bool raft_wal) {
   const uint64_t seed = env_u64("CL_SEED", kSeedDefault);
   const uint64_t iterations = env_u64("CL_CRASH_ITERATIONS", kIterationsDefault);
   MESSAGE("seed ", seed, " (CL_SEED to reproduce), ", iterations, " kills");
@@ -219,10 +220,10 @@ TEST_CASE("a ledger killed with SIGKILL at random moments reopens consistent and
     uint64_t run_ms = kKillAfterMsMin + below(kKillAfterMsMax - kKillAfterMsMin + 1);
     INFO("kill ", i, ": ", dir, " (run ", runs_in_dir, " there), child seed ", child_seed, ", killed after ", run_ms,
          " ms");
-    ChildRun run = run_and_kill(dir, child_seed, run_ms);
+    ChildRun run = run_and_kill(dir, child_seed, run_ms, raft_wal);
     bool killed = WIFSIGNALED(run.wait_status) && WTERMSIG(run.wait_status) == SIGKILL;
     REQUIRE_MESSAGE(killed, "the child ended before the kill (wait status ", run.wait_status, "; see its stderr)");
-    check_recovered(dir, run);
+    check_recovered(dir, run, raft_wal);
     acks_total += run.acks;
     kills_before_first_ack += run.acks == 0;
     entries_max = std::max(entries_max, run.acked_size);
@@ -231,6 +232,17 @@ TEST_CASE("a ledger killed with SIGKILL at random moments reopens consistent and
           " fresh stores, ", acks_total, " acknowledged batches, largest acknowledged journal ", entries_max,
           " entries");
   CHECK(acks_total > 0);
+}
+
+TEST_CASE("a ledger killed with SIGKILL at random moments reopens consistent and equal to a replay of its journal") {
+  kill_loop(/*raft_wal=*/false);
+}
+
+TEST_CASE("a replica's ledger (the Raft log is its WAL) killed at random moments keeps every batch durable_source_index covered") {
+  // No WAL: the kill loses every batch not flushed yet (the Raft log would
+  // re-apply them); what durable_source_index() reported must survive, and
+  // the store must be consistent and equal to a replay of its journal.
+  kill_loop(/*raft_wal=*/true);
 }
 
 }  // namespace

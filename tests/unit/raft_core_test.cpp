@@ -944,3 +944,23 @@ TEST_CASE("membership changes carry an opaque context to every replica, bounded 
     CHECK(decode_conf_change(last.data)->context == with.context);
   }
 }
+
+TEST_CASE("while applying is paused, Readies carry no committed entries; resuming delivers them in order") {
+  Net net(3);
+  net.elect(1);
+  net.core(2).set_apply_paused(true);
+  net.propose(1, "a");
+  net.propose(1, "b");
+  net.stabilize();
+  // The cluster commits with server 2 persisting and acknowledging as usual.
+  CHECK(net.core(1).commit() == 3);
+  CHECK(net.core(2).commit() == 3);
+  CHECK(net.core(2).entry_at(3)->data == "b");
+  CHECK(net.applied_data(2).empty());
+  CHECK(net.applied_data(1) == std::vector<std::string>{"a", "b"});
+  CHECK_FALSE(net.core(2).has_ready());  // nothing else to do: no spinning on paused applies
+  net.core(2).set_apply_paused(false);
+  CHECK(net.core(2).has_ready());
+  net.stabilize();
+  CHECK(net.applied_data(2) == std::vector<std::string>{"a", "b"});
+}
