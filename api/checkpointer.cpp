@@ -62,6 +62,7 @@ void Checkpointer::run() {
       round();
       continue;
     }
+    adopt_ahead();
     make_checkpoint(/*now=*/true);
     gather();
     auto cp = latest();
@@ -90,6 +91,7 @@ void Checkpointer::when_current(Done done) {
 }
 
 void Checkpointer::round() {
+  adopt_ahead();
   make_checkpoint();
   gather();
 }
@@ -222,6 +224,7 @@ void Checkpointer::rewrite_locked() {
   bool ok = fd >= 0;
   std::string text;
   for (const auto& [size, cp] : checkpoints_) text += checkpoint_to_json(cp).dump() + "\n";
+  for (const auto& [size, cp] : ahead_) text += checkpoint_to_json(cp).dump() + "\n";
   for (size_t done = 0; ok && done < text.size();) {
     ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
@@ -237,7 +240,29 @@ void Checkpointer::rewrite_locked() {
     ::unlink(tmp.c_str());
     return;
   }
-  file_lines_ = checkpoints_.size();
+  file_lines_ = checkpoints_.size() + ahead_.size();
+}
+
+void Checkpointer::adopt_ahead() {
+  std::lock_guard lock(mu_);
+  if (ahead_.empty()) return;
+  auto head = ledger_->head();
+  size_t dropped = 0;
+  while (!ahead_.empty() && ahead_.begin()->first <= head.size) {
+    Checkpoint cp = std::move(ahead_.begin()->second);
+    ahead_.erase(ahead_.begin());
+    auto root = cp.tree_size == head.size ? Result<Hash>(head.root) : ledger_->root_at(cp.tree_size);
+    if (!root || *root != cp.root) {
+      ++dropped;  // this journal does not back it (the store was replaced)
+      continue;
+    }
+    auto [it, fresh] = checkpoints_.emplace(cp.tree_size, cp);
+    // Re-made at the same size since the restart: keep the better-signed one.
+    if (!fresh && cp.signatures.size() > it->second.signatures.size()) it->second = std::move(cp);
+  }
+  while (checkpoints_.size() > options_.kept) checkpoints_.erase(checkpoints_.begin());
+  if (dropped > 0)
+    log_event(LogLevel::kWarn, "checkpoint_lines_skipped", {{"file", file_}, {"count", std::to_string(dropped)}});
 }
 
 void Checkpointer::load() {
@@ -251,6 +276,10 @@ void Checkpointer::load() {
     auto cp = doc ? checkpoint_from_json(*doc) : Result<Checkpoint>(doc.status());
     // Keep only what this journal still backs (a torn last line, or a store
     // replaced since, must not resurface as a signed claim).
+    if (cp && cp->chain == genesis_.chain && cp->tree_size > head.size) {
+      ahead_[cp->tree_size] = *cp;  // checked once the journal reaches it (adopt_ahead)
+      continue;
+    }
     bool backed = cp && cp->chain == genesis_.chain && cp->tree_size <= head.size;
     if (backed) {
       auto root = cp->tree_size == head.size ? Result<Hash>(head.root) : ledger_->root_at(cp->tree_size);

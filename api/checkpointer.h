@@ -79,6 +79,7 @@ class Checkpointer {
   void store_locked(const Checkpoint& cp);  // appends a line; caller holds mu_
   void rewrite_locked();                    // the file := the kept checkpoints; caller holds mu_
   void load();
+  void adopt_ahead();  // moves loaded checkpoints the journal now reaches into checkpoints_
 
   Genesis genesis_;
   uint64_t node_id_;
@@ -90,6 +91,10 @@ class Checkpointer {
 
   mutable std::mutex mu_;
   std::map<uint64_t, Checkpoint> checkpoints_;  // by tree size; guarded by mu_
+  // Loaded from the file but beyond the journal's head at start: a replica's
+  // ledger reopens at its last flush and the Raft log re-applies the rest,
+  // so they are checked (root) and served once the journal reaches them.
+  std::map<uint64_t, Checkpoint> ahead_;  // guarded by mu_
   size_t file_lines_ = 0;                        // lines in file_; guarded by mu_
   std::condition_variable cv_;
   bool stopping_ = false;

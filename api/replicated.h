@@ -49,7 +49,9 @@ class LedgerStateMachine : public raft::StateMachine {
     return raft::Index{*d};
   }
   // After installing a leader's state up to raft index "index".
-  void installed(raft::Index index) { applied_.store(index); }
+  void installed(raft::Index index) {
+    if (index > applied_.load()) applied_.store(index);
+  }
 
   // The proposer's own decoded envelopes for a batch it is proposing: when
   // that batch comes back committed, apply uses them instead of decoding the

@@ -95,11 +95,6 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   o.paranoid_checks = true;
   o.write_buffer_size = 16 << 20;
   o.bytes_per_sync = 1 << 20;
-  // Every Ready is one fdatasync of the WAL.  Reusing old WAL files (already
-  // allocated and written) means that sync flushes only our data: no
-  // file-size or extent change, so no ext4/xfs journal commit that would
-  // also wait for whatever else the machine is writing.
-  o.recycle_log_file_num = 4;
   // Entries live until the next compaction (limits.raft_compact_entries):
   // compressing them on flush costs CPU for nothing.
   o.compression = rocksdb::kNoCompression;

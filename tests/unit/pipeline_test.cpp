@@ -260,3 +260,59 @@ TEST_CASE("replicated batch encoding round-trips every op type and refuses damag
   huge[8] = huge[9] = huge[10] = huge[11] = '\xff';
   CHECK_FALSE(api::decode_batch(huge).has_value());
 }
+
+// --- Checkpointer ------------------------------------------------------------
+
+#include <fstream>
+
+#include "api/checkpointer.h"
+
+TEST_CASE("checkpoints signed beyond a restarted replica's journal are kept, then served once it re-applies that far") {
+  // A replica's ledger reopens at its last flush; the Raft log re-applies the
+  // rest.  Checkpoints it had signed meanwhile must not be thrown away.
+  TempDir dir;
+  OpFactory f;
+  std::vector<std::vector<Envelope>> batches;
+  for (int i = 0; i < 10; ++i) batches.push_back({f.open_wallet(make_id(i, 0x15), seed_key(0x42))});
+  auto apply_range = [&](Ledger& l, int from, int to) {
+    for (int i = from; i < to; ++i) REQUIRE(l.apply(batches[i], 1000 + i).is_ok());
+  };
+  KeyPair node_key = seed_key(0x43);
+  // The full journal (10 entries) and a checkpoint of it, as written before the crash.
+  auto full = open_ledger(dir.sub("full"));
+  apply_range(*full, 0, 10);
+  std::string file = dir.sub("checkpoints.ndjson");
+  {
+    api::Checkpointer signer(test_genesis(), 1, node_key, full.get(), [] { return std::vector<api::PeerConfig>{}; },
+                             dir.sub("unused.ndjson"), api::CheckpointerOptions{});
+    auto at10 = signer.sign_at(10);
+    REQUIRE(at10.is_ok());
+    auto at4 = signer.sign_at(4);
+    REQUIRE(at4.is_ok());
+    Checkpoint wrong = *at10;
+    wrong.tree_size = 9;  // a root this journal does not have at 9
+    std::ofstream out(file);
+    out << checkpoint_to_json(*at4).dump() << "\n"
+        << checkpoint_to_json(wrong).dump() << "\n"
+        << checkpoint_to_json(*at10).dump() << "\n";
+  }
+  // The restarted replica: only 6 of the 10 entries survived.
+  auto replica = open_ledger(dir.sub("replica"));
+  apply_range(*replica, 0, 6);
+  api::CheckpointerOptions o;
+  o.interval_ms = 60'000;  // no checkpoints of its own during the test
+  o.entries = 1'000'000;
+  api::Checkpointer cps(test_genesis(), 1, node_key, replica.get(), [] { return std::vector<api::PeerConfig>{}; }, file, o);
+  CHECK(cps.at(4).has_value());
+  CHECK_FALSE(cps.at(10).has_value());  // not served while the journal is shorter
+  cps.start();
+  apply_range(*replica, 6, 10);  // the Raft log re-applies the rest
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!cps.at(10) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  cps.stop();
+  REQUIRE(cps.at(10).has_value());
+  CHECK(cps.at(10)->root == full->head().root);
+  CHECK_FALSE(cps.at(9).has_value());  // its root does not match: dropped
+  CHECK(cps.at(4).has_value());
+}
