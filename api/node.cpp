@@ -330,10 +330,25 @@ std::optional<PeerConfig> member_from_json(const Json& j) {
 }  // namespace
 
 Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
-  PeerConfig leader;
+  // The leader that asked first, then any other member: a retry after a
+  // failed (possibly half-done) install resumes from whoever answers.  Every
+  // member's journal is a prefix of the same committed journal; a source
+  // behind what is needed or already replayed is refused (fetch_state_from).
+  std::vector<PeerConfig> sources;
   for (const auto& p : peers())
-    if (p.id == req.from) leader = p;
-  if (leader.id == 0) return Status::error("unavailable", "no API address for node " + std::to_string(req.from));
+    if (p.id == req.from) sources.insert(sources.begin(), p);
+    else if (p.id != config_.node_id) sources.push_back(p);
+  Status last = Status::error("unavailable", "no API address for node " + std::to_string(req.from));
+  for (const auto& source : sources) {
+    auto meta = fetch_state_from(source, req);
+    if (meta) return meta;
+    last = meta.status();
+    log_event(LogLevel::kWarn, "catch_up_failed", {{"from", std::to_string(source.id)}, {"error", last.to_string()}});
+  }
+  return last;
+}
+
+Result<raft::SnapshotMeta> Node::fetch_state_from(const PeerConfig& leader, const raft::SnapshotRequest& req) {
   log_event(LogLevel::kInfo, "catch_up_started",
             {{"from", std::to_string(req.from)}, {"raft_index", std::to_string(req.meta.index)},
              {"journal_size", std::to_string(ledger_->head().size)}});
@@ -365,6 +380,8 @@ Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
     }
     uint64_t size = std::stoull(r->header("x-journal-size").empty() ? "0" : r->header("x-journal-size"));
     if (replayer.entries() < size) continue;  // more pages
+    if (size < replayer.entries())
+      return Status::error("unavailable", "node " + std::to_string(leader.id) + "'s journal is behind this one");
     Status s = replayer.finish();
     if (!s) return s;
     if (r->header("x-source-index").empty()) return Status::error("unavailable", "leader's head not available yet");
@@ -377,6 +394,9 @@ Result<raft::SnapshotMeta> Node::fetch_state(const raft::SnapshotRequest& req) {
       meta.conf.voters.push_back(std::stoull(voters.substr(at, comma - at)));
       at = comma == std::string::npos ? voters.size() : comma + 1;
     }
+    if (meta.index < req.meta.index)
+      return Status::error("unavailable", "node " + std::to_string(leader.id) + " has applied only raft index " +
+                                              std::to_string(meta.index) + " of " + std::to_string(req.meta.index));
     uint64_t last_time = std::stoull(r->header("x-journal-last-time"));
     if (meta.index > ledger_->head().source_index) {
       Status a = ledger_->advance_to(std::max(last_time, ledger_->head().last_time), meta.index);

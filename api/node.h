@@ -79,6 +79,7 @@ class Node {
   // Installs the leader's state (journal entries and head) after the leader
   // compacted what this replica needs (raft::SnapshotFetcher).
   Result<raft::SnapshotMeta> fetch_state(const raft::SnapshotRequest& req);
+  Result<raft::SnapshotMeta> fetch_state_from(const PeerConfig& source, const raft::SnapshotRequest& req);
   // Peers added at run time: every replica learns them from the committed
   // configuration change (its context carries the addresses) or, after a
   // state install, from the leader's /v1/cluster; kept in

@@ -163,6 +163,11 @@ void RaftNode::loop() {
       next_tick += std::chrono::milliseconds(options_.tick_ms);
       if (next_tick < Clock::now()) next_tick = Clock::now() + std::chrono::milliseconds(options_.tick_ms);
     }
+    if (retry_fetch_ && !fetching_ && Clock::now() >= retry_fetch_at_) {
+      SnapshotRequest req = *retry_fetch_;
+      retry_fetch_.reset();
+      start_fetch(req);
+    }
     while (core_->has_ready()) handle_ready();
   }
   fail_all(Status::error("stopped", "the node is stopping"));
@@ -224,19 +229,8 @@ void RaftNode::handle_ready() {
   }
   core_->advance(rd);
   if (rd.snapshot_request && !fetching_ && options_.fetch_snapshot) {
-    // The leader compacted what we need: fetch its state on a worker thread.
-    // The state machine is the fetcher's until it is done: no applies.
-    fetching_ = true;
-    core_->set_apply_paused(true);
-    if (fetcher_.joinable()) fetcher_.join();
-    fetcher_ = std::thread([this, req = *rd.snapshot_request] {
-      auto meta = options_.fetch_snapshot(req);
-      post([this, meta] {
-        fetching_ = false;
-        if (meta) core_->report_snapshot_done(*meta).to_string();  // refused if already past it
-        core_->set_apply_paused(false);
-      });
-    });
+    retry_fetch_.reset();
+    start_fetch(*rd.snapshot_request);
   }
   // Compaction: drop the log the state machine has durably applied (a
   // crash loses the rest of its state, which the log then re-applies).
@@ -277,6 +271,29 @@ void RaftNode::handle_ready() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   status_ = std::move(st);
+}
+
+void RaftNode::start_fetch(SnapshotRequest req) {
+  // The leader compacted what we need: fetch its state on a worker thread.
+  // The state machine is the fetcher's until an install succeeds: no
+  // applies meanwhile, and none after a failed one either (the state may be
+  // half-installed), until a retry completes it.
+  fetching_ = true;
+  core_->set_apply_paused(true);
+  if (fetcher_.joinable()) fetcher_.join();
+  fetcher_ = std::thread([this, req] {
+    auto meta = options_.fetch_snapshot(req);
+    post([this, meta, req] {
+      fetching_ = false;
+      if (!meta) {
+        retry_fetch_ = req;
+        retry_fetch_at_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(kFetchRetryMs);
+        return;
+      }
+      core_->report_snapshot_done(*meta).to_string();  // refused if already past it
+      core_->set_apply_paused(false);
+    });
+  });
 }
 
 void RaftNode::fail_all(const Status& s) {

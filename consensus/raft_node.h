@@ -9,6 +9,8 @@
 #pragma once
 
 #include <any>
+#include <chrono>
+#include <optional>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -50,7 +52,9 @@ class StateMachine {
 // Fetches the state the leader asked for (out of band, e.g. from the
 // leader's journal), installs it, and returns the metadata of what was
 // installed (index ≥ the requested one, with its term and configuration).
-// Runs on a worker thread; while it runs the core applies nothing.
+// Runs on a worker thread; while it runs the core applies nothing.  On a
+// failure it is called again with the same request (applies stay paused):
+// it must resume or redo the install, possibly from another source.
 using SnapshotFetcher = std::function<Result<SnapshotMeta>(const SnapshotRequest&)>;
 
 struct SlowReady {
@@ -140,6 +144,7 @@ class RaftNode {
   void loop();
   void handle_ready();
   void fail_all(const Status& s);
+  void start_fetch(SnapshotRequest req);
 
   RaftNodeOptions options_;
   StateMachine* sm_;
@@ -167,6 +172,10 @@ class RaftNode {
   std::map<Index, Done> conf_changes_;
   std::thread fetcher_;
   bool fetching_ = false;
+  // A failed install is retried (applies stay paused) after kFetchRetryMs.
+  static constexpr uint64_t kFetchRetryMs = 500;
+  std::optional<SnapshotRequest> retry_fetch_;
+  std::chrono::steady_clock::time_point retry_fetch_at_;
   SoftState last_soft_state_;  // as last reported to on_soft_state
 };
 
