@@ -142,8 +142,20 @@ void Checkpointer::make_checkpoint(bool now) {
 }
 
 void Checkpointer::gather() {
-  auto latest_cp = latest();
-  if (!latest_cp) return;
+  // The newest checkpoints still short of a majority, newest first: a peer
+  // that lagged while one was the latest can still countersign it later.
+  std::vector<Checkpoint> short_of_majority;
+  {
+    std::lock_guard lock(mu_);
+    size_t looked = 0;
+    for (auto it = checkpoints_.rbegin(); it != checkpoints_.rend() && looked < kGatherBack; ++it, ++looked)
+      if (it->second.signatures.size() * 2 <= genesis_.nodes.size() || looked == 0) short_of_majority.push_back(it->second);
+  }
+  for (const auto& cp : short_of_majority) gather_for(cp);
+}
+
+void Checkpointer::gather_for(const Checkpoint& cp) {
+  const std::optional<Checkpoint> latest_cp = cp;
   std::vector<const GenesisNode*> missing;
   for (const auto& n : genesis_.nodes) {
     bool have = false;

@@ -76,6 +76,8 @@ class Checkpointer {
   void run();
   void make_checkpoint(bool now = false);
   void gather();
+  void gather_for(const Checkpoint& cp);  // asks the peers missing from cp's signatures
+  static constexpr size_t kGatherBack = 8;  // checkpoints, newest first, still gathering signatures
   void store_locked(const Checkpoint& cp);  // appends a line; caller holds mu_
   void rewrite_locked();                    // the file := the kept checkpoints; caller holds mu_
   void load();
