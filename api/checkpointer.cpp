@@ -155,11 +155,10 @@ void Checkpointer::gather() {
 }
 
 void Checkpointer::gather_for(const Checkpoint& cp) {
-  const std::optional<Checkpoint> latest_cp = cp;
   std::vector<const GenesisNode*> missing;
   for (const auto& n : genesis_.nodes) {
     bool have = false;
-    for (const auto& s : latest_cp->signatures) have = have || s.node == n.id;
+    for (const auto& s : cp.signatures) have = have || s.node == n.id;
     if (!have) missing.push_back(&n);
   }
   if (missing.empty()) return;
@@ -171,25 +170,25 @@ void Checkpointer::gather_for(const Checkpoint& cp) {
       if (p.id == n->id) peer = &p;
     if (peer == nullptr || peer->id == node_id_) continue;
     HttpClient client(peer->api.host, peer->api.port, options_.peer_timeout_ms);
-    auto r = client.request("GET", "/v1/checkpoint?tree_size=" + std::to_string(latest_cp->tree_size));
+    auto r = client.request("GET", "/v1/checkpoint?tree_size=" + std::to_string(cp.tree_size));
     if (!r || r->status != 200) continue;  // down, or not there yet: next round
     auto doc = parse_json_strict(r->body);
     if (!doc) continue;
     auto theirs = checkpoint_from_json(*doc);
     if (!theirs) continue;
-    if (!theirs->same_head(*latest_cp)) {
+    if (!theirs->same_head(cp)) {
       // Same size, different root: a fork.  Never merge; say so loudly.
       log_event(LogLevel::kError, "checkpoint_mismatch",
-                {{"peer", std::to_string(n->id)}, {"tree_size", std::to_string(latest_cp->tree_size)},
-                 {"ours", to_hex(latest_cp->root)}, {"theirs", to_hex(theirs->root)}});
+                {{"peer", std::to_string(n->id)}, {"tree_size", std::to_string(cp.tree_size)},
+                 {"ours", to_hex(cp.root)}, {"theirs", to_hex(theirs->root)}});
       continue;
     }
     for (const auto& s : theirs->signatures)
-      if (s.node == n->id && s.key == n->key && signature_valid(*latest_cp, s)) gained.push_back(s);
+      if (s.node == n->id && s.key == n->key && signature_valid(cp, s)) gained.push_back(s);
   }
   if (gained.empty()) return;
   std::lock_guard lock(mu_);
-  auto it = checkpoints_.find(latest_cp->tree_size);
+  auto it = checkpoints_.find(cp.tree_size);
   if (it == checkpoints_.end()) return;
   for (const auto& s : gained) {
     bool have = false;
