@@ -58,6 +58,7 @@ Status read_limits(const Json& j, Limits* l) {
       {"io_threads", &l->io_threads, 0, 1024},
       {"raft_compact_entries", &l->raft_compact_entries, 0, uint64_t{1} << 40},
       {"raft_slow_ready_ms", &l->raft_slow_ready_ms, 0, 3'600'000},
+      {"background_write_mib_per_s", &l->background_write_mib_per_s, 0, 1'000'000},
       {"checkpoint_interval_ms", &l->checkpoint_interval_ms, 10, 86'400'000},
       {"checkpoint_entries", &l->checkpoint_entries, 1, uint64_t{1} << 40},
       {"checkpoints_kept", &l->checkpoints_kept, 1, 100'000'000},

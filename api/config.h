@@ -35,6 +35,10 @@ struct Limits {
   uint64_t batch_wait_us = 1000;           // how long the batcher waits to fill a batch
   uint64_t verify_threads = 0;             // 0 = one per core
   uint64_t io_threads = 0;                 // 0 = one per core
+  // Replicated nodes only: bytes/s (MiB) that RocksDB flushes and compactions
+  // of the node's stores may write, together (0: no cap).  Spreads their
+  // bursts out so they do not stall the Raft log's synced appends.
+  uint64_t background_write_mib_per_s = 16;
   uint64_t raft_slow_ready_ms = 50;       // log raft_slow_ready when one Raft step takes this long (0: never)
   uint64_t raft_compact_entries = 1000;    // compact the Raft log every N applied entries (0: never)
   uint64_t checkpoint_interval_ms = 1000;  // sign a checkpoint this often if the journal grew

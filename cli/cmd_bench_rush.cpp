@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <iostream>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 
@@ -62,6 +63,7 @@ struct RushOptions {
   uint64_t seed = 1;
   bool json = false;
   bool smoke = false;
+  std::string trace;  // CSV of every answered request, appended per phase
 };
 
 // Amounts in kopecks.
@@ -83,6 +85,7 @@ struct RushRequest {
 struct Outcome {
   bool taken = false, answered = false, failed_unsent = false;
   double latency_ms = 0;
+  double answered_unix_ms = 0;  // wall clock, to line answers up with the nodes' logs (--trace)
   uint32_t accepted = 0, replays = 0, rejected = 0, overloaded = 0, errors = 0;
   bool deadlock = false;
 };
@@ -364,6 +367,8 @@ class LedgerTarget : public Target {
     }
     o.answered = true;
     o.latency_ms = ms;
+    o.answered_unix_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
     if (status == 200 && ops == 1 && body.find("\"replay\":true") == std::string::npos) {
       o.accepted = 1;
     } else if (status == 200 && ops == 1) {
@@ -544,6 +549,17 @@ PhaseResult run_phase(Target& target, City& city, const RushOptions& o, const st
     return r;
   }
   r = tally(name, ops_of, cls_of, outcomes, open_loop);
+  if (!o.trace.empty()) {
+    // One line per answered request: when it was answered (Unix ms), its
+    // latency from its scheduled time, its class and op count.
+    std::FILE* f = std::fopen(o.trace.c_str(), "a");
+    if (f == nullptr) throw std::runtime_error("cannot open --trace file " + o.trace);
+    for (size_t k = 0; k < outcomes.size(); ++k)
+      if (outcomes[k].answered)
+        std::fprintf(f, "%s,%.3f,%.3f,%s,%u\n", name.c_str(), outcomes[k].answered_unix_ms, outcomes[k].latency_ms,
+                     kClassNames[cls_of[k]], ops_of[k]);
+    std::fclose(f);
+  }
   r.seconds = *seconds;
   r.offered_rate = rate;
   r.prepare_seconds = build_s + prepare_s;
@@ -806,6 +822,8 @@ void register_rush_bench(CLI::App& bench) {
   rush->add_option("--seed", o->seed, "workload seed")->capture_default_str();
   rush->add_flag("--smoke", o->smoke, "a quick run: at most 2,000 riders, 1 s steps, 1 s peak");
   rush->add_flag("--json", o->json, "print one JSON object (progress on stderr)");
+  rush->add_option("--trace", o->trace,
+                   "append one CSV line per answered request (phase, answered at Unix ms, latency ms, class, ops)");
   rush->callback([o] { run_rush(*o); });
 }
 

@@ -61,6 +61,7 @@ struct SlowReady {
   double persist_ms = 0;   // the synced write of entries and hard state
   double apply_ms = 0;     // applying committed entries
   double total_ms = 0;     // the whole Ready, including sending and compaction
+  double cpu_ms = 0;       // CPU time the Raft thread spent in it (total_ms - cpu_ms: waiting for disk or a core)
   size_t entries = 0;      // entries persisted
   size_t committed = 0;    // entries applied
 };
@@ -70,6 +71,7 @@ struct RaftNodeOptions {
   std::vector<NodeId> voters;             // bootstrap configuration
   std::map<NodeId, PeerAddress> peers;    // raft addresses of every voter (self included)
   std::string dir;                        // raft store directory
+  std::shared_ptr<rocksdb::RateLimiter> background_writes;  // see RaftStorage::open
   // One core tick.  Election timeout = 10-20 ticks = 0.5-1 s: long enough
   // that a leader busy applying a big batch on a loaded 2-core machine is not
   // deposed, short enough for sub-second failover.

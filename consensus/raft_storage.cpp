@@ -3,6 +3,7 @@
 #include <limits>
 
 #include <rocksdb/db.h>
+#include <rocksdb/rate_limiter.h>
 #include <rocksdb/write_batch.h>
 
 #include "consensus/codec.h"
@@ -89,16 +90,22 @@ RaftStorage::~RaftStorage() {
   if (db_) db_->Close().PermitUncheckedError();
 }
 
-Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env) {
+Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env,
+                                                       std::shared_ptr<rocksdb::RateLimiter> background_writes) {
   rocksdb::Options o;
   o.create_if_missing = true;
   o.paranoid_checks = true;
-  o.write_buffer_size = 16 << 20;
+  // Entries are deleted (range tombstones) once the ledger's flushed state
+  // covers them, so a large memtable lets most of them die before a flush
+  // ever writes them: with 16 MiB each flush wrote them out and compactions
+  // rewrote 60-70 MB at a time under load, stalling the synced appends.
+  o.write_buffer_size = 64 << 20;
   o.bytes_per_sync = 1 << 20;
   // Entries live until the next compaction (limits.raft_compact_entries):
   // compressing them on flush costs CPU for nothing.
   o.compression = rocksdb::kNoCompression;
   if (env) o.env = env;
+  o.rate_limiter = std::move(background_writes);
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);
   if (!s.ok()) return io(s, "open raft store " + dir);

@@ -18,6 +18,7 @@
 namespace rocksdb {
 class DB;
 class Env;
+class RateLimiter;
 }  // namespace rocksdb
 
 namespace cl::raft {
@@ -25,7 +26,10 @@ namespace cl::raft {
 class RaftStorage {
  public:
   // Opens (creating if needed) the store in "dir".  "env" null: the OS.
-  static Result<std::unique_ptr<RaftStorage>> open(const std::string& dir, rocksdb::Env* env = nullptr);
+  // background_writes caps the bytes/s its flushes and compactions write
+  // (nullptr: no cap); it may be shared with the node's other stores.
+  static Result<std::unique_ptr<RaftStorage>> open(const std::string& dir, rocksdb::Env* env = nullptr,
+                                                   std::shared_ptr<rocksdb::RateLimiter> background_writes = nullptr);
   ~RaftStorage();
 
   // What the core needs to restart: hard state, snapshot meta and the entries

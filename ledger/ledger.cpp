@@ -1,6 +1,7 @@
 #include "ledger/ledger.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/rate_limiter.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -433,7 +434,7 @@ Status Ledger::Applier::commit() {
 Ledger::Ledger(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families, Genesis genesis,
                LedgerOptions options)
     : db_(std::move(db)), families_(std::move(families)), genesis_(std::move(genesis)), options_(options) {
-  CL_CHECK(families_.size() == 2);
+  CL_CHECK(families_.size() == store::kFamilies);
   if (options_.raft_log_is_wal) options_.disable_wal = true;
 }
 
@@ -444,7 +445,7 @@ Ledger::~Ledger() {
 }
 
 rocksdb::ColumnFamilyHandle* Ledger::family(std::string_view key) const {
-  return families_[store::in_journal_family(key) ? 1 : 0];
+  return families_[store::family_index(key)];
 }
 
 rocksdb::Status Ledger::get(std::string_view key, std::string* value) const {
@@ -464,6 +465,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   // one family without the other would leave a torn ledger after a crash.
   if (options.raft_log_is_wal) o.atomic_flush = true;
   if (options.env) o.env = options.env;
+  o.rate_limiter = options.background_writes;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   t.whole_key_filtering = true;
@@ -489,7 +491,9 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
     journal.write_buffer_size = options.memtable_mib << 20;
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
-      {rocksdb::kDefaultColumnFamilyName, state}, {std::string(store::kJournalFamily), journal}};
+      {rocksdb::kDefaultColumnFamilyName, state},
+      {std::string(store::kJournalFamily), journal},
+      {std::string(store::kTreeFamily), journal}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, descriptors, &handles, &raw);

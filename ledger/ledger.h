@@ -28,6 +28,7 @@ class ColumnFamilyHandle;
 class Status;
 class DB;
 class Env;
+class RateLimiter;
 }  // namespace rocksdb
 
 namespace cl {
@@ -64,6 +65,9 @@ struct LedgerOptions {
   // Storage environment; nullptr = the OS file system.  Simulations pass an
   // in-memory env.
   rocksdb::Env* env = nullptr;
+  // Caps the bytes/s that flushes and compactions write (nullptr: no cap).
+  // May be shared with other stores of the process (one budget per node).
+  std::shared_ptr<rocksdb::RateLimiter> background_writes;
   // Wallet states cached in memory; beyond it the cache is emptied (reads fall
   // back to RocksDB's block cache).  ~100 bytes each.  (With audit_only the
   // cache may exceed it by the wallets of one batch.)
@@ -136,6 +140,7 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
+  const LedgerOptions& options() const { return options_; }
   const Genesis& genesis() const { return genesis_; }
 
   // Applies "ops" in order at ledger time "time" and makes the result
@@ -210,12 +215,12 @@ class Ledger {
   Result<store::EntryDigest> entry_digest(uint64_t index) const;
   Result<std::optional<WalletState>> wallet_for_apply(const WalletId& id);
 
-  // Reads one key from the family it lives in (store::in_journal_family).
+  // Reads one key from the family it lives in (store::family_index).
   rocksdb::Status get(std::string_view key, std::string* value) const;
   rocksdb::ColumnFamilyHandle* family(std::string_view key) const;
 
   std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> families_;  // [default, journal]; owned, destroyed before db_
+  std::vector<rocksdb::ColumnFamilyHandle*> families_;  // [default, journal, tree] (store::family_index); owned, destroyed before db_
   Genesis genesis_;
   LedgerOptions options_;
   store::MetaState meta_;  // owned by the applier thread

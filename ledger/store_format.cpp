@@ -35,8 +35,14 @@ std::string entry_digest_key(uint64_t index) {
 
 std::string tree_key(uint32_t level, uint64_t index) {
   std::string k(1, kTree);
+  if (level >= 64 || index >= (UINT64_MAX >> level)) {
+    // No such node in a tree of at most 2^64 - 1 leaves: a key no node has.
+    k.append(9, '\xff');
+    k.push_back('!');
+    return k;
+  }
+  put_u64(&k, ((index + 1) << level) - 1);
   k.push_back(static_cast<char>(level));
-  put_u64(&k, index);
   return k;
 }
 

@@ -16,7 +16,7 @@ namespace cl::store {
 // Key prefixes.
 constexpr char kMeta = 'm';        // m<name>                     → meta values
 constexpr char kJournal = 'j';     // j<index:8>                  → entry canonical bytes
-constexpr char kTree = 't';        // t<level:1><index:8>         → 32-byte Merkle node, level ≥ 1
+constexpr char kTree = 't';        // t<last leaf:8><level:1>     → 32-byte Merkle node, level ≥ 1
                                    // (level-0 leaves are hashed from journal entries)
 constexpr char kOp = 'o';          // o<op id:16>                 → OpRecord
 constexpr char kWallet = 'w';      // w<wallet id:16>             → WalletState
@@ -25,18 +25,28 @@ constexpr char kReference = 'r';   // r<len(program):2><program><reference> → 
 constexpr char kEntryDigest = 'e'; // e<index:8>                  → EntryDigest, instead of j and x
                                    // in an audit_only store (LedgerOptions)
 
-// Column families: the append-only journal and its Merkle nodes live apart
-// from the state, so their sequential keys compact by trivial moves instead
-// of being rewritten with every compaction of the (random-keyed) state.
+// Column families: the append-only journal and the Merkle nodes each have
+// their own, apart from the (random-keyed) state.  In each of the two, every
+// batch writes keys above all earlier ones, so a flushed file overlaps no
+// older file and compaction moves it down instead of rewriting it.  (With
+// both in one family, or nodes keyed by level first, every flushed file
+// spanned the whole family's key range and each compaction rewrote tens of
+// MB: measured as 100-300 ms stalls of a loaded 3-node cluster.)
 constexpr std::string_view kJournalFamily = "journal";
-inline bool in_journal_family(std::string_view key) {
-  return !key.empty() && (key[0] == kJournal || key[0] == kTree || key[0] == kEntryDigest);
+constexpr std::string_view kTreeFamily = "tree";
+// Index of a key's family in Ledger's family list: 0 state, 1 journal, 2 tree.
+inline size_t family_index(std::string_view key) {
+  if (key.empty()) return 0;
+  if (key[0] == kJournal || key[0] == kEntryDigest) return 1;
+  if (key[0] == kTree) return 2;
+  return 0;
 }
+constexpr size_t kFamilies = 3;
 
 constexpr std::string_view kMetaGenesis = "mgenesis";
 // The store layout version; a store of another version is refused, never guessed at.
 constexpr std::string_view kMetaFormat = "mformat";
-constexpr std::string_view kStoreFormat = "cityledger-store-2";
+constexpr std::string_view kStoreFormat = "cityledger-store-3";
 constexpr std::string_view kMetaState = "mstate";
 // Present iff the store was built with LedgerOptions::audit_only (it lacks
 // the wallet entry index): such a store opens only as audit_only, and vice versa.
@@ -47,6 +57,8 @@ uint64_t get_u64(const char* p);
 
 std::string journal_key(uint64_t index);
 std::string entry_digest_key(uint64_t index);
+// Keyed by the last leaf the node covers, (index + 1)·2^level - 1, then its
+// level: the order in which nodes complete, so keys only ever grow.
 std::string tree_key(uint32_t level, uint64_t index);
 std::string op_key(const OpId& id);
 std::string wallet_key(const WalletId& id);

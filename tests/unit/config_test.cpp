@@ -49,6 +49,19 @@ TEST_CASE("limits are optional, range-checked and named in errors") {
   CHECK(error_of(config_with(R"(,"limits":{"surprise":1})")).find("limits.surprise: unknown field") != std::string::npos);
 }
 
+TEST_CASE("the background write cap of a replicated node defaults to 16 MiB/s, may be lifted with 0, and is range-checked") {
+  auto d = cl::api::parse_node_config(config_with(""), "/x");
+  REQUIRE(d.is_ok());
+  CHECK(d->limits.background_write_mib_per_s == 16);
+  auto off = cl::api::parse_node_config(config_with(R"(,"limits":{"background_write_mib_per_s":0})"), "/x");
+  REQUIRE(off.is_ok());
+  CHECK(off->limits.background_write_mib_per_s == 0);
+  CHECK(error_of(config_with(R"(,"limits":{"background_write_mib_per_s":2000000})"))
+            .find("limits.background_write_mib_per_s") != std::string::npos);
+  CHECK(error_of(config_with(R"(,"limits":{"background_write_mib_per_s":1.5})"))
+            .find("limits.background_write_mib_per_s") != std::string::npos);
+}
+
 TEST_CASE("a bad config is refused with a message naming the field") {
   struct Row {
     std::string json;

@@ -161,14 +161,15 @@ struct RawDb {
   rocksdb::DB* db = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> families;
   rocksdb::ColumnFamilyHandle* family(std::string_view key) const {
-    return families[store::in_journal_family(key) ? 1 : 0];
+    return families[store::family_index(key)];
   }
 };
 
 void with_raw_db(const std::string& dir, const std::function<void(RawDb&)>& fn) {
   rocksdb::DBOptions o;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
-                                                     {std::string(store::kJournalFamily), {}}};
+                                                     {std::string(store::kJournalFamily), {}},
+                                                     {std::string(store::kTreeFamily), {}}};
   RawDb raw;
   auto s = rocksdb::DB::Open(o, dir, cfs, &raw.families, &raw.db);
   REQUIRE_MESSAGE(s.ok(), s.ToString());
@@ -1196,6 +1197,36 @@ TEST_CASE("open detects a deleted or truncated meta record") {
     });
     expect_open_corruption(w.path(), "Merkle frontier");
   }
+}
+
+TEST_CASE("Merkle node keys only grow: every batch's nodes sort above all nodes of earlier batches") {
+  // Compaction moves a flushed file down untouched only if its keys lie
+  // above every older file's; nodes keyed by level first broke that.
+  std::string last;  // greatest key written so far
+  std::set<std::string> seen;
+  uint64_t leaves = 0;
+  uint32_t sizes[] = {1, 1, 2, 3, 5, 8, 13, 100, 1, 255, 256, 1000, 7, 4096, 1};
+  for (uint32_t n : sizes) {
+    std::vector<std::string> batch;
+    for (uint32_t k = 0; k < n; ++k, ++leaves) {
+      // Appending leaf "leaves" completes the nodes whose last leaf it is.
+      for (uint32_t level = 1; level < 64 && ((leaves + 1) % (uint64_t{1} << level)) == 0; ++level)
+        batch.push_back(store::tree_key(level, ((leaves + 1) >> level) - 1));
+    }
+    for (const auto& key : batch) {
+      CHECK(key > last);
+      CHECK(seen.insert(key).second);  // one key per node
+    }
+    for (const auto& key : batch) last = std::max(last, key);
+  }
+  uint64_t nodes = 0;  // complete subtrees of level >= 1 over "leaves" leaves
+  for (uint32_t level = 1; level < 64; ++level) nodes += leaves >> level;
+  CHECK(seen.size() == nodes);
+  CHECK(store::family_index(store::tree_key(3, 7)) == 2);
+  CHECK(store::family_index(store::journal_key(7)) == 1);
+  CHECK(store::family_index(store::kMetaState) == 0);
+  // A node no tree can hold maps to a key no real node has.
+  CHECK(seen.count(store::tree_key(64, 0)) == 0);
 }
 
 TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
