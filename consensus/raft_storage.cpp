@@ -100,6 +100,9 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   // ever writes them: with 16 MiB each flush wrote them out and compactions
   // rewrote 60-70 MB at a time under load, stalling the synced appends.
   o.write_buffer_size = 64 << 20;
+  // A full memtable waits for its (rate-limited) flush; a third one keeps
+  // appends going meanwhile.
+  o.max_write_buffer_number = 3;
   o.bytes_per_sync = 1 << 20;
   // Entries live until the next compaction (limits.raft_compact_entries):
   // compressing them on flush costs CPU for nothing.

@@ -490,10 +490,25 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
     state.write_buffer_size = options.memtable_mib << 20;
     journal.write_buffer_size = options.memtable_mib << 20;
   }
+  // Merkle nodes: ~42 bytes per op.  A small memtable, so that with a WAL
+  // (a single node) this family does not hold old WAL files alive long
+  // after the others flushed.
+  rocksdb::ColumnFamilyOptions tree = journal;
+  tree.write_buffer_size = 4 << 20;
+  // A store of another layout is refused before anything is created in it
+  // (opening would add the missing families, and an older build could then
+  // no longer open its own store).
+  if (std::vector<std::string> existing; rocksdb::DB::ListColumnFamilies(o, dir, &existing).ok()) {
+    for (std::string_view want : {std::string_view(store::kJournalFamily), store::kTreeFamily})
+      if (std::find(existing.begin(), existing.end(), want) == existing.end())
+        return Status::error("mismatch", "ledger store " + dir + " has no \"" + std::string(want) +
+                                             "\" column family (an older layout); this build reads \"" +
+                                             std::string(store::kStoreFormat) + "\" (move the old data dir away)");
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, state},
       {std::string(store::kJournalFamily), journal},
-      {std::string(store::kTreeFamily), journal}};
+      {std::string(store::kTreeFamily), tree}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, descriptors, &handles, &raw);

@@ -1225,8 +1225,37 @@ TEST_CASE("Merkle node keys only grow: every batch's nodes sort above all nodes 
   CHECK(store::family_index(store::tree_key(3, 7)) == 2);
   CHECK(store::family_index(store::journal_key(7)) == 1);
   CHECK(store::family_index(store::kMetaState) == 0);
-  // A node no tree can hold maps to a key no real node has.
-  CHECK(seen.count(store::tree_key(64, 0)) == 0);
+  // The last node a tree of at most 2^64 - 1 leaves can hold has a key of
+  // its own; one past it (and any level >= 64) maps to a key no node has.
+  CHECK(store::tree_key(1, (uint64_t{1} << 63) - 2).size() == 10);
+  CHECK(store::tree_key(1, (uint64_t{1} << 63) - 1).size() == 11);
+  CHECK(store::tree_key(64, 0).size() == 11);
+}
+
+TEST_CASE("a store of the older two-family layout is refused, and left as it was") {
+  TempDir d;
+  std::string dir = d.sub("old");
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                       {std::string(store::kJournalFamily), {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::Open(o, dir, cfs, &handles, &db).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), handles[0], store::kMetaFormat, "cityledger-store-2").ok());
+    for (auto* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
+    REQUIRE(db->Close().ok());
+    delete db;
+  }
+  auto l = Ledger::open(dir, test_genesis(), unsynced());
+  REQUIRE_FALSE(l.is_ok());
+  CHECK(l.status().code() == "mismatch");
+  CHECK(l.status().message().find("move the old data dir away") != std::string::npos);
+  std::vector<std::string> families;
+  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families).ok());
+  CHECK(families.size() == 2);  // no "tree" family was added
 }
 
 TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
