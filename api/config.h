@@ -32,7 +32,7 @@ struct Limits {
   uint64_t queue_ops_max = 65536;          // ops waiting for verify or commit; beyond → 429
   uint64_t request_timeout_ms = 10000;     // read a request / wait for commit
   uint64_t idle_timeout_ms = 60000;        // keep-alive connection with no request
-  uint64_t batch_wait_us = 1000;           // how long the batcher waits to fill a batch
+  uint64_t batch_wait_us = 1000;           // how long the batcher waits to fill a batch while others are in flight
   uint64_t verify_threads = 0;             // 0 = one per core
   uint64_t io_threads = 0;                 // 0 = one per core
   // Replicated nodes only: bytes/s (MiB) that RocksDB flushes and compactions

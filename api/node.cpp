@@ -256,6 +256,7 @@ Status Node::start() {
   po.batch_ops_max = config_.limits.batch_ops_max;
   po.queue_ops_max = config_.limits.queue_ops_max;
   po.batch_wait_us = config_.limits.batch_wait_us;
+  po.batch_wait_when_idle = replicated();
   pipeline_ = std::make_unique<Pipeline>(committer_.get(), wall_clock_ms, &metrics_, po);
   ServerOptions so;
   so.listen = config_.api;

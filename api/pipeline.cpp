@@ -141,9 +141,16 @@ void Pipeline::commit_loop() {
         batch_cv_.wait(lock, [this] { return in_flight_ == 0; });
         return;
       }
-      if (options_.batch_wait_us > 0 && batch_queue_.size() < options_.batch_ops_max && !verify_done_) {
-        batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us),
-                           [this] { return batch_queue_.size() >= options_.batch_ops_max; });
+      // Group commit: while earlier batches are still in flight, wait (up
+      // to batch_wait_us) for this one to fill; an idle committer takes
+      // what is queued at once, so a lone op pays no wait at low load
+      // (unless batch_wait_when_idle).
+      const bool idle_goes = !options_.batch_wait_when_idle;
+      if (options_.batch_wait_us > 0 && batch_queue_.size() < options_.batch_ops_max && !verify_done_ &&
+          (in_flight_ > 0 || !idle_goes)) {
+        batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us), [this, idle_goes] {
+          return batch_queue_.size() >= options_.batch_ops_max || (idle_goes && in_flight_ == 0) || verify_done_;
+        });
       }
       size_t n = std::min(batch_queue_.size(), options_.batch_ops_max);
       for (size_t i = 0; i < n; ++i) {

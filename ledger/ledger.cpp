@@ -452,6 +452,31 @@ rocksdb::Status Ledger::get(std::string_view key, std::string* value) const {
   return db_->Get(rocksdb::ReadOptions(), family(key), key, value);
 }
 
+namespace {
+// Whether the store in "dir" (with these column families) holds no key at
+// all; read-only, so it changes nothing.
+Result<bool> store_is_empty(const std::string& dir, const std::vector<std::string>& families) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& name : families) descriptors.push_back({name, rocksdb::ColumnFamilyOptions()});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir, descriptors, &handles, &raw);
+  if (!s.ok()) return io_error(s, "inspect ledger store " + dir);
+  std::unique_ptr<rocksdb::DB> db(raw);
+  bool empty = true;
+  for (auto* h : handles) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), h));
+    it->SeekToFirst();
+    if (!it->status().ok()) s = it->status();
+    empty = empty && !it->Valid();
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  db->Close().PermitUncheckedError();
+  if (!s.ok()) return io_error(s, "inspect ledger store " + dir);
+  return empty;
+}
+}  // namespace
+
 Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genesis& genesis,
                                              const LedgerOptions& options) {
   rocksdb::DBOptions o;
@@ -497,13 +522,18 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   tree.write_buffer_size = 4 << 20;
   // A store of another layout is refused before anything is created in it
   // (opening would add the missing families, and an older build could then
-  // no longer open its own store).
+  // no longer open its own store).  A store missing families but holding no
+  // data is one whose creation was interrupted: it is completed as usual.
   if (std::vector<std::string> existing; rocksdb::DB::ListColumnFamilies(o, dir, &existing).ok()) {
-    for (std::string_view want : {std::string_view(store::kJournalFamily), store::kTreeFamily})
-      if (std::find(existing.begin(), existing.end(), want) == existing.end())
+    for (std::string_view want : {std::string_view(store::kJournalFamily), store::kTreeFamily}) {
+      if (std::find(existing.begin(), existing.end(), want) != existing.end()) continue;
+      auto empty = store_is_empty(dir, existing);
+      if (!empty) return empty.status();
+      if (!*empty)
         return Status::error("mismatch", "ledger store " + dir + " has no \"" + std::string(want) +
                                              "\" column family (an older layout); this build reads \"" +
                                              std::string(store::kStoreFormat) + "\" (move the old data dir away)");
+    }
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, state},

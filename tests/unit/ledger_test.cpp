@@ -1258,6 +1258,22 @@ TEST_CASE("a store of the older two-family layout is refused, and left as it was
   CHECK(families.size() == 2);  // no "tree" family was added
 }
 
+TEST_CASE("a store whose creation was cut short (families missing, no data) is completed on open") {
+  TempDir d;
+  std::string dir = d.sub("cut");
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::Open(o, dir, &db).ok());  // only the default family, as after a kill mid-creation
+    REQUIRE(db->Close().ok());
+    delete db;
+  }
+  auto l = Ledger::open(dir, test_genesis(), unsynced());
+  REQUIRE_MESSAGE(l.is_ok(), l.status().to_string());
+  CHECK((*l)->head().size == 0);
+}
+
 TEST_CASE("open detects a deleted or altered Merkle node of the current tree") {
   World w;
   populate(w);  // 5 leaves: frontier (2,0) and leaf 4; last pair's node (1,1)

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "api/metrics.h"
@@ -106,6 +107,97 @@ TEST_CASE("pipeline refuses ops beyond queue_ops_max and admits again once answe
   Submitted c;
   CHECK(p.submit({f.issue(make_id(2, 0x11), 1)}, c.done()));
   CHECK(c.f.get().first.at(0).code == Code::kOk);
+}
+
+// A committer that keeps each batch in flight until the test completes it
+// (as Raft does until the batch is committed and applied).
+class HeldCommitter : public api::BatchCommitter {
+ public:
+  explicit HeldCommitter(Ledger* l) : inner_(l) {}
+  Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override {
+    return inner_.commit(ops, time);
+  }
+  void commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) override {
+    std::lock_guard lock(mu_);
+    sizes_.push_back(ops.size());
+    held_.push_back({std::move(ops), time, std::move(done)});
+  }
+  uint64_t last_time() const override { return inner_.last_time(); }
+  std::vector<size_t> sizes() {
+    std::lock_guard lock(mu_);
+    return sizes_;
+  }
+  void complete_oldest() {
+    Held h;
+    {
+      std::lock_guard lock(mu_);
+      REQUIRE(!held_.empty());
+      h = std::move(held_.front());
+      held_.erase(held_.begin());
+    }
+    h.done(inner_.commit(h.ops, h.time));
+  }
+
+ private:
+  struct Held {
+    std::vector<Envelope> ops;
+    uint64_t time = 0;
+    CommitDone done;
+  };
+  api::LocalCommitter inner_;
+  std::mutex mu_;
+  std::vector<size_t> sizes_;
+  std::vector<Held> held_;
+};
+
+TEST_CASE("pipeline group commit: a lone op goes at once; ops arriving while a batch is in flight wait and go together") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  HeldCommitter committer(l.get());
+  api::PipelineOptions o;
+  o.batch_wait_us = 5'000'000;  // far longer than this test waits for anything
+  api::Pipeline p(&committer, fixed_clock, nullptr, o);
+  auto wait_for_batches = [&](size_t n) {
+    for (int i = 0; i < 2000 && committer.sizes().size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return committer.sizes().size();
+  };
+  Submitted a, b, c;
+  REQUIRE(p.submit({f.open_wallet(make_id(1, 0x11), seed_key(0x31))}, a.done()));
+  // Nothing was in flight: proposed without waiting batch_wait_us.
+  REQUIRE(wait_for_batches(1) == 1);
+  REQUIRE(p.submit({f.open_wallet(make_id(2, 0x11), seed_key(0x32))}, b.done()));
+  REQUIRE(p.submit({f.open_wallet(make_id(3, 0x11), seed_key(0x33))}, c.done()));
+  // The first batch is still in flight: the next one waits to fill.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(committer.sizes().size() == 1);
+  committer.complete_oldest();
+  CHECK(a.f.get().first.at(0).code == Code::kOk);
+  // The committer went idle: both waiting ops are proposed as one batch.
+  REQUIRE(wait_for_batches(2) == 2);
+  CHECK(committer.sizes() == std::vector<size_t>{1, 2});
+  committer.complete_oldest();
+  CHECK(b.f.get().first.at(0).code == Code::kOk);
+  CHECK(c.f.get().first.at(0).code == Code::kOk);
+}
+
+TEST_CASE("pipeline with batch_wait_when_idle (replicated nodes) waits batch_wait_us even for a lone op") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  HeldCommitter committer(l.get());
+  api::PipelineOptions o;
+  o.batch_wait_us = 400'000;
+  o.batch_wait_when_idle = true;
+  api::Pipeline p(&committer, fixed_clock, nullptr, o);
+  Submitted a;
+  REQUIRE(p.submit({f.open_wallet(make_id(1, 0x11), seed_key(0x31))}, a.done()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(committer.sizes().empty());  // still waiting for companions
+  for (int i = 0; i < 5000 && committer.sizes().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(committer.sizes() == std::vector<size_t>{1});
+  committer.complete_oldest();
+  CHECK(a.f.get().first.at(0).code == Code::kOk);
 }
 
 TEST_CASE("pipeline stop answers every admitted op before returning") {
