@@ -145,11 +145,11 @@ void Pipeline::commit_loop() {
       // to batch_wait_us) for this one to fill; an idle committer takes
       // what is queued at once, so a lone op pays no wait at low load
       // (unless batch_wait_when_idle).
-      const bool idle_goes = !options_.batch_wait_when_idle;
+      const bool wait_when_idle = options_.batch_wait_when_idle;
       if (options_.batch_wait_us > 0 && batch_queue_.size() < options_.batch_ops_max && !verify_done_ &&
-          (in_flight_ > 0 || !idle_goes)) {
-        batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us), [this, idle_goes] {
-          return batch_queue_.size() >= options_.batch_ops_max || (idle_goes && in_flight_ == 0) || verify_done_;
+          (in_flight_ > 0 || wait_when_idle)) {
+        batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us), [this, wait_when_idle] {
+          return batch_queue_.size() >= options_.batch_ops_max || (!wait_when_idle && in_flight_ == 0) || verify_done_;
         });
       }
       size_t n = std::min(batch_queue_.size(), options_.batch_ops_max);

@@ -455,6 +455,18 @@ rocksdb::Status Ledger::get(std::string_view key, std::string* value) const {
 namespace {
 // Whether the store in "dir" (with these column families) holds no key at
 // all; read-only, so it changes nothing.
+// Whether these families of an open store hold no key at all.
+Result<bool> families_empty(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& families) {
+  for (auto* f : families) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), f));
+    it->SeekToFirst();
+    if (!it->status().ok()) return io_error(it->status(), "scan ledger store");
+    if (it->Valid()) return false;
+  }
+  return true;
+}
+
+// Same, for the store in "dir" with these families, opened read-only.
 Result<bool> store_is_empty(const std::string& dir, const std::vector<std::string>& families) {
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& name : families) descriptors.push_back({name, rocksdb::ColumnFamilyOptions()});
@@ -463,16 +475,9 @@ Result<bool> store_is_empty(const std::string& dir, const std::vector<std::strin
   auto s = rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir, descriptors, &handles, &raw);
   if (!s.ok()) return io_error(s, "inspect ledger store " + dir);
   std::unique_ptr<rocksdb::DB> db(raw);
-  bool empty = true;
-  for (auto* h : handles) {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), h));
-    it->SeekToFirst();
-    if (!it->status().ok()) s = it->status();
-    empty = empty && !it->Valid();
-  }
+  auto empty = families_empty(db.get(), handles);
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   db->Close().PermitUncheckedError();
-  if (!s.ok()) return io_error(s, "inspect ledger store " + dir);
   return empty;
 }
 }  // namespace
@@ -525,12 +530,14 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   // no longer open its own store).  A store missing families but holding no
   // data is one whose creation was interrupted: it is completed as usual.
   if (std::vector<std::string> existing; rocksdb::DB::ListColumnFamilies(o, dir, &existing).ok()) {
-    for (std::string_view want : {std::string_view(store::kJournalFamily), store::kTreeFamily}) {
-      if (std::find(existing.begin(), existing.end(), want) != existing.end()) continue;
+    std::string missing;
+    for (std::string_view want : {std::string_view(store::kJournalFamily), store::kTreeFamily})
+      if (missing.empty() && std::find(existing.begin(), existing.end(), want) == existing.end()) missing = want;
+    if (!missing.empty()) {
       auto empty = store_is_empty(dir, existing);
       if (!empty) return empty.status();
       if (!*empty)
-        return Status::error("mismatch", "ledger store " + dir + " has no \"" + std::string(want) +
+        return Status::error("mismatch", "ledger store " + dir + " has no \"" + missing +
                                              "\" column family (an older layout); this build reads \"" +
                                              std::string(store::kStoreFormat) + "\" (move the old data dir away)");
     }
@@ -550,14 +557,9 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   if (s.IsNotFound()) {
     // Initialise only a store that is truly empty: a populated store that
     // lost its genesis record is corrupt, and must not be overwritten.
-    bool empty = true;
-    for (auto* f : l->families_) {
-      std::unique_ptr<rocksdb::Iterator> it(l->db_->NewIterator(rocksdb::ReadOptions(), f));
-      it->SeekToFirst();
-      if (!it->status().ok()) return io_error(it->status(), "scan ledger store");
-      empty = empty && !it->Valid();
-    }
-    if (!empty)
+    auto empty = families_empty(l->db_.get(), l->families_);
+    if (!empty) return empty.status();
+    if (!*empty)
       return Status::error("corruption", "ledger store " + dir + " has data but no genesis record; refusing to open");
     rocksdb::WriteBatch b;
     CL_CHECK(b.Put(l->family(store::kMetaGenesis), store::kMetaGenesis, genesis.jcs).ok());
