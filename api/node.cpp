@@ -229,7 +229,7 @@ Status Node::start() {
       };
       log_event(LogLevel::kWarn, "raft_slow_ready",
                 {{"total_ms", ms(r.total_ms)}, {"persist_ms", ms(r.persist_ms)}, {"apply_ms", ms(r.apply_ms)},
-                 {"cpu_ms", ms(r.cpu_ms)},
+                 {"cpu_ms", ms(r.cpu_ms)}, {"thread", r.applier ? "apply" : "raft"},
                  {"entries", std::to_string(r.entries)}, {"committed", std::to_string(r.committed)}});
     };
     ro.dir = config_.data_dir + "/raft";

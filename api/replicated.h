@@ -80,7 +80,7 @@ class RaftCommitter : public BatchCommitter {
   // Proposes the batch and waits until it is committed and applied here.
   // Errors: "not_leader", "lost", "stopped", "overloaded".
   Result<std::vector<OpOutcome>> commit(std::span<const Envelope> ops, uint64_t time) override;
-  // Proposes and returns; done runs on the Raft thread once applied (or failed).
+  // Proposes and returns; done runs on the Raft node's applier thread once applied (on its Raft thread if it failed).
   void commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) override;
   uint64_t last_time() const override;
 

@@ -71,6 +71,11 @@ Status RaftNode::start() {
   Status s = transport_->start();
   if (!s) return s;
   for (const auto& [id, addr] : options_.peers) transport_->set_peer(id, addr);
+  compact_checked_ = core_->snapshot().index;
+  applier_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cl-apply");
+    apply_loop();
+  });
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "cl-raft");
     loop();
@@ -87,6 +92,21 @@ void RaftNode::stop() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (fetcher_.joinable()) fetcher_.join();
+  // The applier applies what it was handed (committed entries; their
+  // proposers get their results), then stops.
+  {
+    std::lock_guard<std::mutex> lock(apply_mu_);
+    apply_stopping_ = true;
+  }
+  apply_cv_.notify_all();
+  apply_room_cv_.notify_all();
+  if (applier_.joinable()) applier_.join();
+  std::multimap<Index, Done> reads;
+  {
+    std::lock_guard<std::mutex> lock(apply_mu_);
+    reads.swap(reads_waiting_apply_);
+  }
+  for (auto& [i, d] : reads) d(Status::error("stopped", "the node is stopping"));
   if (transport_) transport_->stop();
 }
 
@@ -204,57 +224,61 @@ void RaftNode::handle_ready() {
   const double persist_ms = ms_since(t_persist);
   for (const auto& m : rd.messages)
     if (!may_send_before_persist(m)) transport_->send(m);
+  // Hand the committed entries to the applier, in log order, each with its
+  // proposer's callback.  (A moved-from Entry keeps its index and term:
+  // advance() below reads only those.)
   const auto t_apply = Clock::now();
-  for (const auto& e : rd.committed_entries) {
-    if (e.type == EntryType::kConfChange && options_.on_conf_change) {
-      auto cc = decode_conf_change(e.data);
-      CL_CHECK_MSG(cc.is_ok(), "committed configuration change does not decode");
-      if (auto address = options_.on_conf_change(*cc)) transport_->set_peer(cc->node, *address);
+  if (!rd.committed_entries.empty()) {
+    std::vector<ToApply> run;
+    run.reserve(rd.committed_entries.size());
+    for (auto& e : rd.committed_entries) {
+      if (e.type == EntryType::kConfChange && options_.on_conf_change) {
+        auto cc = decode_conf_change(e.data);
+        CL_CHECK_MSG(cc.is_ok(), "committed configuration change does not decode");
+        if (auto address = options_.on_conf_change(*cc)) transport_->set_peer(cc->node, *address);
+      }
+      ToApply a;
+      auto p = proposals_.find(e.index);
+      if (p != proposals_.end()) {
+        // Our proposal is committed only if the entry at its index is still ours.
+        if (p->second.term == e.term) a.proposed = std::move(p->second.done);
+        else p->second.done(Status::error("lost", "leadership changed; the op may be retried by id"), {});
+        proposals_.erase(p);
+      }
+      auto c = conf_changes_.find(e.index);
+      if (c != conf_changes_.end()) {
+        a.conf_done = std::move(c->second);
+        conf_changes_.erase(c);
+      }
+      a.entry = std::move(e);
+      run.push_back(std::move(a));
     }
-    if (e.index <= sm_->applied_index()) continue;  // already durable in the state machine (restart)
-    std::any result;
-    if (e.type == EntryType::kNormal) result = sm_->apply(e);
-    else sm_->skip(e.index);
-    auto p = proposals_.find(e.index);
-    if (p != proposals_.end()) {
-      // Our proposal is committed only if the entry at its index is still ours.
-      if (p->second.term == e.term) p->second.done(Status::ok(), std::move(result));
-      else p->second.done(Status::error("lost", "leadership changed; the op may be retried by id"), {});
-      proposals_.erase(p);
+    {
+      std::unique_lock<std::mutex> lock(apply_mu_);
+      apply_room_cv_.wait(lock, [this] { return apply_queue_.size() < options_.apply_queue_max || apply_stopping_; });
+      for (auto& a : run) apply_queue_.push_back(std::move(a));
     }
-    auto c = conf_changes_.find(e.index);
-    if (c != conf_changes_.end()) {
-      c->second(Status::ok());
-      conf_changes_.erase(c);
-    }
+    apply_cv_.notify_one();
   }
   const double apply_ms = ms_since(t_apply);
+  // Linearizable reads: answered once everything committed before the read
+  // is applied here (by the applier, or now if it already is).
+  std::vector<Done> reads_now;
   for (const auto& r : rd.read_states) {
     auto w = reads_waiting_quorum_.find(r.ctx);
     if (w == reads_waiting_quorum_.end()) continue;
-    reads_waiting_apply_.emplace(r.index, std::move(w->second));
+    {
+      std::lock_guard<std::mutex> lock(apply_mu_);
+      if (sm_->applied_index() >= r.index) reads_now.push_back(std::move(w->second));
+      else reads_waiting_apply_.emplace(r.index, std::move(w->second));
+    }
     reads_waiting_quorum_.erase(w);
   }
-  while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= sm_->applied_index()) {
-    reads_waiting_apply_.begin()->second(Status::ok());
-    reads_waiting_apply_.erase(reads_waiting_apply_.begin());
-  }
+  for (auto& d : reads_now) d(Status::ok());
   core_->advance(rd);
   if (rd.snapshot_request && !fetching_ && options_.fetch_snapshot) {
     retry_fetch_.reset();
     start_fetch(*rd.snapshot_request);
-  }
-  // Compaction: drop the log the state machine has durably applied (a
-  // crash loses the rest of its state, which the log then re-applies).
-  Index applied = core_->applied();
-  if (options_.compact_every > 0 && !fetching_ && applied >= core_->snapshot().index + options_.compact_every) {
-    auto durable = sm_->durable_index();
-    Index at = durable ? std::min(*durable, applied) : 0;
-    auto term = at > core_->snapshot().index ? core_->term_at(at) : std::nullopt;
-    if (term) {
-      SnapshotMeta meta{at, *term, core_->conf_at(at)};
-      if (core_->compact(meta)) CL_CHECK_MSG(storage_->compact(meta).is_ok(), "raft log compaction failed");
-    }
   }
   // Proposals this node can no longer commit: it is not the leader any more.
   if (core_->role() != Role::kLeader) {
@@ -295,6 +319,7 @@ void RaftNode::start_fetch(SnapshotRequest req) {
   core_->set_apply_paused(true);
   if (fetcher_.joinable()) fetcher_.join();
   fetcher_ = std::thread([this, req] {
+    wait_applier_idle();  // entries handed over before the pause are applied first
     auto meta = options_.fetch_snapshot(req);
     post([this, meta, req] {
       fetching_ = false;
@@ -314,10 +339,77 @@ void RaftNode::fail_all(const Status& s) {
   proposals_.clear();
   for (auto& [c, d] : reads_waiting_quorum_) d(s);
   reads_waiting_quorum_.clear();
-  for (auto& [i, d] : reads_waiting_apply_) d(s);
-  reads_waiting_apply_.clear();
   for (auto& [i, d] : conf_changes_) d(s);
   conf_changes_.clear();
+}
+
+void RaftNode::apply_loop() {
+  using Clock = std::chrono::steady_clock;
+  std::unique_lock<std::mutex> lock(apply_mu_);
+  while (true) {
+    apply_cv_.wait(lock, [this] { return !apply_queue_.empty() || apply_stopping_; });
+    if (apply_queue_.empty()) break;  // stopping, and everything handed over is applied
+    std::deque<ToApply> run;
+    run.swap(apply_queue_);
+    applying_ = true;
+    lock.unlock();
+    apply_room_cv_.notify_all();
+    const auto t0 = Clock::now();
+    const double cpu0 = thread_cpu_ms();
+    std::vector<Done> reads;
+    for (auto& a : run) {
+      const Entry& e = a.entry;
+      std::any result;
+      if (e.index > sm_->applied_index()) {  // else already durable in the state machine (restart)
+        if (e.type == EntryType::kNormal) result = sm_->apply(e);
+        else sm_->skip(e.index);
+      }
+      if (a.proposed) a.proposed(Status::ok(), std::move(result));
+      if (a.conf_done) a.conf_done(Status::ok());
+      {
+        std::lock_guard<std::mutex> guard(apply_mu_);
+        while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= sm_->applied_index()) {
+          reads.push_back(std::move(reads_waiting_apply_.begin()->second));
+          reads_waiting_apply_.erase(reads_waiting_apply_.begin());
+        }
+      }
+      for (auto& d : reads) d(Status::ok());
+      reads.clear();
+    }
+    // Compaction: drop the log the state machine has durably applied (a
+    // crash loses the rest of its state, which the log then re-applies).
+    // The state machine is asked here, on the thread that applies to it.
+    const Index applied = sm_->applied_index();
+    if (options_.compact_every > 0 && applied >= compact_checked_ + options_.compact_every) {
+      auto durable = sm_->durable_index();
+      const Index at = durable ? std::min(*durable, applied) : 0;
+      if (at > compact_checked_) {
+        compact_checked_ = at;
+        post([this, at] { maybe_compact(at); });
+      }
+    }
+    if (options_.slow_ready_ms > 0 && options_.on_slow_ready) {
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (ms >= static_cast<double>(options_.slow_ready_ms))
+        options_.on_slow_ready(SlowReady{0, ms, ms, thread_cpu_ms() - cpu0, 0, run.size(), true});
+    }
+    lock.lock();
+    applying_ = false;
+    apply_room_cv_.notify_all();
+  }
+}
+
+void RaftNode::maybe_compact(Index at) {
+  if (fetching_ || at <= core_->snapshot().index) return;
+  auto term = core_->term_at(at);
+  if (!term) return;
+  SnapshotMeta meta{at, *term, core_->conf_at(at)};
+  if (core_->compact(meta)) CL_CHECK_MSG(storage_->compact(meta).is_ok(), "raft log compaction failed");
+}
+
+void RaftNode::wait_applier_idle() {
+  std::unique_lock<std::mutex> lock(apply_mu_);
+  apply_room_cv_.wait(lock, [this] { return (apply_queue_.empty() && !applying_) || apply_stopping_; });
 }
 
 }  // namespace cl::raft

@@ -1,7 +1,11 @@
 // RaftNode: runs a RaftCore for real — one loop thread that ticks it, feeds
 // it peer messages (Transport) and client requests, persists every Ready in
-// one synced write (RaftStorage) BEFORE sending its messages, applies
-// committed entries to the StateMachine and answers the proposers.
+// one synced write (RaftStorage) BEFORE sending its messages, and hands
+// committed entries, in order, to an applier thread that applies them to the
+// StateMachine and answers the proposers.  Applying off the loop thread lets
+// the next append be persisted and replicated while earlier entries apply
+// (as etcd's raftNode does): the loop's own time per step is then mostly the
+// synced write, not the state machine.
 //
 // Consensus stays ignorant of what an entry means: entries are opaque bytes,
 // the StateMachine gives them meaning and returns an opaque result that is
@@ -59,11 +63,12 @@ using SnapshotFetcher = std::function<Result<SnapshotMeta>(const SnapshotRequest
 
 struct SlowReady {
   double persist_ms = 0;   // the synced write of entries and hard state
-  double apply_ms = 0;     // applying committed entries
+  double apply_ms = 0;     // applying committed entries (applier), or handing them over (Raft thread)
   double total_ms = 0;     // the whole Ready, including sending and compaction
-  double cpu_ms = 0;       // CPU time the Raft thread spent in it (total_ms - cpu_ms: waiting for disk or a core)
+  double cpu_ms = 0;       // CPU time the reporting thread spent in it (total_ms - cpu_ms: waiting for disk or a core)
   size_t entries = 0;      // entries persisted
-  size_t committed = 0;    // entries applied
+  size_t committed = 0;    // entries applied, or handed over
+  bool applier = false;    // reported by the applier thread (else by the Raft thread)
 };
 
 struct RaftNodeOptions {
@@ -88,15 +93,23 @@ struct RaftNodeOptions {
   // node reaches in its log (again after a restart: it must be idempotent).
   // A returned address is where the transport reaches cc.node from now on,
   // so every replica, and any later leader, knows a member added at run time.
+  // (Called when the entry is handed to the applier, in log order.)
   std::function<std::optional<PeerAddress>(const ConfChange& cc)> on_conf_change;
   // Called on the Raft thread whenever this node's role, term or known
   // leader changes (for the operator's log).
   std::function<void(const SoftState&)> on_soft_state;
-  // Called on the Raft thread when handling one Ready took longer than
-  // slow_ready_ms (0: never), with where the time went, so an operator can
-  // tell a slow disk (persist) from a slow state machine (apply).
+  // Called when handling one Ready took longer than slow_ready_ms (0:
+  // never), with where the time went, so an operator can tell a slow disk
+  // (persist) from a slow state machine (apply).  From the Raft thread for
+  // its steps (apply_ms: handing entries to the applier, including waiting
+  // for room in its queue), and from the applier thread for a run of
+  // applies (persist_ms = 0, entries = 0).
   uint64_t slow_ready_ms = 0;
   std::function<void(const SlowReady&)> on_slow_ready;
+  // Committed entries handed to the applier and not yet applied.  When it
+  // is full the Raft thread waits: memory stays bounded when applying is
+  // slower than committing.
+  size_t apply_queue_max = 64;
 };
 
 struct RaftStatus {
@@ -147,6 +160,11 @@ class RaftNode {
   void handle_ready();
   void fail_all(const Status& s);
   void start_fetch(SnapshotRequest req);
+  void apply_loop();
+  void maybe_compact(Index at);
+  // Blocks until every entry handed to the applier is applied (the fetcher
+  // calls it before installing state).
+  void wait_applier_idle();
 
   RaftNodeOptions options_;
   StateMachine* sm_;
@@ -170,7 +188,6 @@ class RaftNode {
   std::map<Index, Pending> proposals_;
   uint64_t next_read_ctx_ = 1;
   std::map<uint64_t, Done> reads_waiting_quorum_;
-  std::multimap<Index, Done> reads_waiting_apply_;
   std::map<Index, Done> conf_changes_;
   std::thread fetcher_;
   bool fetching_ = false;
@@ -179,6 +196,23 @@ class RaftNode {
   std::optional<SnapshotRequest> retry_fetch_;
   std::chrono::steady_clock::time_point retry_fetch_at_;
   SoftState last_soft_state_;  // as last reported to on_soft_state
+
+  // The applier: committed entries in log order, with the proposer's and
+  // the configuration change's callbacks taken from the maps above.
+  struct ToApply {
+    Entry entry;
+    ProposeDone proposed;  // empty unless this node proposed the entry
+    Done conf_done;        // empty unless this node proposed the change
+  };
+  std::mutex apply_mu_;
+  std::condition_variable apply_cv_;        // work for the applier
+  std::condition_variable apply_room_cv_;   // room in the queue, or the applier idle
+  std::deque<ToApply> apply_queue_;         // guarded by apply_mu_
+  bool applying_ = false;                   // guarded by apply_mu_: a run in progress
+  bool apply_stopping_ = false;             // guarded by apply_mu_
+  std::multimap<Index, Done> reads_waiting_apply_;  // guarded by apply_mu_
+  std::thread applier_;
+  Index compact_checked_ = 0;  // applier only: applied index of the last compaction check
 };
 
 }  // namespace cl::raft

@@ -126,6 +126,7 @@ TEST_CASE("raft storage refuses a store without its format record or with anothe
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -148,6 +149,49 @@ class SlowMachine : public StateMachine {
 
  private:
   std::chrono::milliseconds delay_;
+  std::atomic<Index> applied_{0};
+};
+
+// Blocks in apply() of the entry whose data is "hold" until release():
+// shows what the node does while its state machine is busy.
+class GatedMachine : public StateMachine {
+ public:
+  std::any apply(const Entry& e) override {
+    if (e.data == "hold") {
+      std::unique_lock lock(mu_);
+      holding_ = e.index;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return released_; });
+    }
+    applied_.store(e.index);
+    return e.data;
+  }
+  void skip(Index index) override { applied_.store(index); }
+  Index applied_index() const override { return applied_.load(); }
+  // The index of the held entry, once apply() has reached it.
+  Index wait_holding() {
+    std::unique_lock lock(mu_);
+    bool reached = cv_.wait_for(lock, std::chrono::seconds(10), [this] { return holding_ != 0; });
+    REQUIRE(reached);
+    return holding_;
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  // Releases the machine on scope exit: declared after the node, so that a
+  // failed REQUIRE does not leave the node's stop() waiting on apply().
+  struct ReleaseOnExit {
+    GatedMachine& m;
+    ~ReleaseOnExit() { m.release(); }
+  };
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Index holding_ = 0;
+  bool released_ = false;
   std::atomic<Index> applied_{0};
 };
 
@@ -206,6 +250,7 @@ TEST_CASE("a Raft step slower than slow_ready_ms is reported with where its time
   REQUIRE(applied != nullptr);
   const SlowReady& r = *applied;
   CHECK(r.apply_ms >= 60);
+  CHECK(r.applier);  // the Raft thread only hands entries over
   CHECK(r.total_ms >= r.apply_ms);
   CHECK(r.total_ms >= r.persist_ms);
 }
@@ -231,4 +276,79 @@ TEST_CASE("fast Raft steps, or slow_ready_ms = 0, report nothing") {
     std::lock_guard lock(rep.mu);
     CHECK(rep.seen.empty());
   }
+}
+
+TEST_CASE("while the state machine applies an entry, later entries are still persisted and committed") {
+  Dir dir;
+  GatedMachine sm;
+  SlowReport rep;
+  auto node = start_single(dir.path, &sm, 0, &rep);
+  GatedMachine::ReleaseOnExit release{sm};
+  propose_until_applied(node.get(), "first");
+  std::promise<Status> held, next;
+  node->propose("hold", [&held](Status s, std::any) { held.set_value(s); });
+  const Index hold_index = sm.wait_holding();
+  node->propose("next", [&next](Status s, std::any) { next.set_value(s); });
+  // The Raft loop does not wait for apply(): "next" commits meanwhile.
+  bool committed = false;
+  for (int i = 0; i < 1000 && !committed; ++i) {
+    committed = node->status().commit > hold_index;
+    if (!committed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(committed);
+  // ...but nobody hears of it before it is applied, in log order.
+  auto next_done = next.get_future();
+  CHECK(next_done.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  CHECK(sm.applied_index() < hold_index);
+  sm.release();
+  REQUIRE(next_done.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(next_done.get().is_ok());
+  CHECK(held.get_future().get().is_ok());
+  CHECK(sm.applied_index() == hold_index + 1);
+  node->stop();
+}
+
+TEST_CASE("a linearizable read waits until everything committed before it is applied") {
+  Dir dir;
+  GatedMachine sm;
+  SlowReport rep;
+  auto node = start_single(dir.path, &sm, 0, &rep);
+  GatedMachine::ReleaseOnExit release{sm};
+  propose_until_applied(node.get(), "first");
+  node->propose("hold", [](Status, std::any) {});
+  const Index hold_index = sm.wait_holding();
+  std::promise<Status> read;
+  node->read_barrier([&read](Status s) { read.set_value(s); });
+  auto read_done = read.get_future();
+  CHECK(read_done.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
+  sm.release();
+  REQUIRE(read_done.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(read_done.get().is_ok());
+  CHECK(sm.applied_index() >= hold_index);
+  node->stop();
+}
+
+TEST_CASE("stopping a node applies what was committed and answers its proposers") {
+  Dir dir;
+  GatedMachine sm;
+  SlowReport rep;
+  auto node = start_single(dir.path, &sm, 0, &rep);
+  GatedMachine::ReleaseOnExit release{sm};
+  propose_until_applied(node.get(), "first");
+  std::promise<Status> held, next;
+  node->propose("hold", [&held](Status s, std::any) { held.set_value(s); });
+  const Index hold_index = sm.wait_holding();
+  node->propose("next", [&next](Status s, std::any) { next.set_value(s); });
+  for (int i = 0; i < 1000 && node->status().commit <= hold_index; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(node->status().commit > hold_index);
+  std::thread releaser([&sm] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    sm.release();
+  });
+  node->stop();  // returns once the applier has finished what it was handed
+  releaser.join();
+  CHECK(held.get_future().get().is_ok());
+  CHECK(next.get_future().get().is_ok());
+  CHECK(sm.applied_index() == hold_index + 1);
 }
