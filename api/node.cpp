@@ -411,6 +411,9 @@ Result<raft::SnapshotMeta> Node::fetch_state_from(const PeerConfig& leader, cons
       return Status::error("unavailable", "node " + std::to_string(leader.id) + " has applied only raft index " +
                                               std::to_string(meta.index) + " of " + std::to_string(req.meta.index));
     uint64_t last_time = std::stoull(r->header("x-journal-last-time"));
+    // Recorded before the installed state can become durable: a crash in
+    // between then restarts from it (RaftNode::open) instead of refusing.
+    if (Status rec = raft_->record_install(meta); !rec) return rec;
     if (meta.index > ledger_->head().source_index) {
       Status a = ledger_->advance_to(std::max(last_time, ledger_->head().last_time), meta.index);
       if (!a) return a;

@@ -32,9 +32,27 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
   if (!restored) return restored.status();
   Index applied = sm->applied_index();
   Index last = restored->snapshot.index + restored->entries.size();
-  if (applied > last)
-    return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
-                                           " but the raft log ends at " + std::to_string(last));
+  if (applied > last) {
+    // The state machine is ahead of the log only if it installed a leader's
+    // state and the process died before a Ready recorded that install as the
+    // snapshot: record_install() said so first.  Finish the recording now.
+    auto install = (*storage)->recorded_install();
+    if (!install) return install.status();
+    if (!*install || (*install)->index != applied)
+      return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
+                                             " but the raft log ends at " + std::to_string(last) +
+                                             " and no state install to that index was recorded");
+    Ready rd;
+    rd.snapshot = **install;
+    Status s = (*storage)->save(rd);
+    if (!s) return s;
+    restored->snapshot = **install;
+    restored->entries.clear();  // all at or below "last" < the installed index
+    if (restored->hard_state.term < restored->snapshot.term) {  // not expected: the leader's term came first
+      restored->hard_state.term = restored->snapshot.term;
+      restored->hard_state.vote = kNoNode;
+    }
+  }
   // The state machine is durable up to `applied`; entries after it are
   // re-applied from the log (never re-applied before it).
   restored->applied = std::max(applied, restored->snapshot.index);
@@ -168,6 +186,8 @@ void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress a
     conf_changes_[*index] = std::move(done);
   });
 }
+
+Status RaftNode::record_install(const SnapshotMeta& meta) { return storage_->record_install(meta); }
 
 RaftStatus RaftNode::status() const {
   std::lock_guard<std::mutex> lock(mu_);

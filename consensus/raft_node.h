@@ -56,6 +56,9 @@ class StateMachine {
 // Fetches the state the leader asked for (out of band, e.g. from the
 // leader's journal), installs it, and returns the metadata of what was
 // installed (index ≥ the requested one, with its term and configuration).
+// It must call RaftNode::record_install(meta) before the installed state is
+// durable, so that a crash in between does not leave a state machine ahead
+// of its log that start-up cannot account for.
 // Runs on a worker thread; while it runs the core applies nothing.  On a
 // failure it is called again with the same request (applies stay paused):
 // it must resume or redo the install, possibly from another source.
@@ -144,6 +147,9 @@ class RaftNode {
   void set_peer_address(NodeId node, PeerAddress address);
   // "context" travels in the log entry to every replica (on_conf_change).
   void change_membership(ConfChangeType type, NodeId node, PeerAddress address, std::string context, Done done);
+
+  // See SnapshotFetcher.  Thread-safe (the fetcher calls it).
+  Status record_install(const SnapshotMeta& meta);
 
   RaftStatus status() const;
   // The term and configuration at "index" (for a peer that installs state

@@ -18,6 +18,8 @@ constexpr std::string_view kHardStateKey = "h";
 constexpr std::string_view kFormatKey = "v";
 constexpr std::string_view kFormat = "cityledger-raft-2";
 constexpr std::string_view kSnapshotKey = "s";
+// A state install the state machine is making durable (record_install).
+constexpr std::string_view kInstallKey = "i";
 constexpr char kEntryPrefix = 'e';
 
 std::string entry_key(Index i) {
@@ -190,6 +192,7 @@ Status RaftStorage::save(const Ready& rd) {
   if (rd.snapshot) {
     if (last > 0) CL_CHECK(b.DeleteRange(entry_key(0), end_key).ok());
     CL_CHECK(b.Put(kSnapshotKey, encode_snapshot_meta(*rd.snapshot)).ok());
+    CL_CHECK(b.Delete(kInstallKey).ok());  // the install, if any, is now recorded as the snapshot
     last = 0;
   }
   if (!rd.entries.empty()) {
@@ -210,6 +213,24 @@ Status RaftStorage::save(const Ready& rd) {
   last_stored_ = last;
   if (rd.hard_state) term_vote_ = std::make_pair(rd.hard_state->term, rd.hard_state->vote);
   return Status::ok();
+}
+
+Status RaftStorage::record_install(const SnapshotMeta& meta) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db_->Put(wo, kInstallKey, encode_snapshot_meta(meta));
+  if (!s.ok()) return io(s, "record a state install");
+  return Status::ok();
+}
+
+Result<std::optional<SnapshotMeta>> RaftStorage::recorded_install() const {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), kInstallKey, &v);
+  if (s.IsNotFound()) return std::optional<SnapshotMeta>();
+  if (!s.ok()) return io(s, "read the recorded state install");
+  auto m = decode_snapshot_meta(v);
+  if (!m) return m.status();
+  return std::optional<SnapshotMeta>(*m);
 }
 
 Status RaftStorage::compact(const SnapshotMeta& meta) {

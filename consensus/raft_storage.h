@@ -5,6 +5,7 @@
 //
 // Keys:  "v" → format ("cityledger-raft-2")   "h" → hard state   "s" → snapshot meta
 //        "e" index(8, big-endian) → entry record
+//        "i" → snapshot meta of a state install in progress (record_install)
 #pragma once
 
 #include <memory>
@@ -44,6 +45,15 @@ class RaftStorage {
   // state machine never applies beyond it (so its applied index, which is
   // stored with its state, bounds it from below on restart).
   Status save(const Ready& rd);
+
+  // Records, synced, the metadata of a state install (catch-up from the
+  // leader's state) BEFORE the state machine makes that state durable: if
+  // the process dies before a Ready records the install as the snapshot
+  // (which clears this), start-up finds the state machine ahead of the log
+  // and this record says how it got there (RaftNode::open).  Thread-safe.
+  Status record_install(const SnapshotMeta& meta);
+  // The install recorded last and not yet recorded as the snapshot.
+  Result<std::optional<SnapshotMeta>> recorded_install() const;
 
   // Drops stored entries with index ≤ upto (after the application snapshotted
   // there) and records "meta" as the snapshot.  Not synced: losing it only

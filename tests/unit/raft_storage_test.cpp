@@ -200,6 +200,17 @@ struct SlowReport {
   std::vector<SlowReady> seen;
 };
 
+RaftNodeOptions single_options(const std::string& dir) {
+  RaftNodeOptions o;
+  o.id = 1;
+  o.voters = {1};
+  o.peers = {{1, PeerAddress{"127.0.0.1", 0}}};
+  o.dir = dir;
+  o.tick_ms = 10;
+  o.seed = 7;
+  return o;
+}
+
 // A single-voter node on loopback that reports Raft steps slower than slow_ms.
 std::unique_ptr<RaftNode> start_single(const std::string& dir, StateMachine* sm, uint64_t slow_ms, SlowReport* rep) {
   RaftNodeOptions o;
@@ -351,4 +362,60 @@ TEST_CASE("stopping a node applies what was committed and answers its proposers"
   CHECK(held.get_future().get().is_ok());
   CHECK(next.get_future().get().is_ok());
   CHECK(sm.applied_index() == hold_index + 1);
+}
+
+TEST_CASE("a state machine ahead of the Raft log starts only from a recorded install of exactly its index") {
+  // The log holds entries 1..3; the state machine has applied up to 50, as a
+  // follower does that installed its leader's state (catch-up) and was killed
+  // before a Ready recorded that install as its snapshot.
+  Dir dir;
+  {
+    auto st = RaftStorage::open(dir.path);
+    REQUIRE(st.is_ok());
+    REQUIRE((*st)->save(ready_with({entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 2, "c")}, HardState{2, 1, 3})).is_ok());
+  }
+  SlowMachine sm(std::chrono::milliseconds(0));
+  sm.skip(50);
+  SUBCASE("nothing recorded: refused, the store unchanged") {
+    auto node = RaftNode::open(single_options(dir.path), &sm);
+    REQUIRE_FALSE(node.is_ok());
+    CHECK(node.status().code() == "corruption");
+    CHECK(load_entries(dir.path).size() == 3);
+  }
+  SUBCASE("an install to another index recorded: refused") {
+    {
+      auto st = RaftStorage::open(dir.path);
+      REQUIRE(st.is_ok());
+      REQUIRE((*st)->record_install(SnapshotMeta{40, 2, ConfState{{1}}}).is_ok());
+    }
+    auto node = RaftNode::open(single_options(dir.path), &sm);
+    REQUIRE_FALSE(node.is_ok());
+    CHECK(node.status().code() == "corruption");
+  }
+  SUBCASE("the install to its index recorded: starts from it as the snapshot, and goes on committing") {
+    {
+      auto st = RaftStorage::open(dir.path);
+      REQUIRE(st.is_ok());
+      REQUIRE((*st)->record_install(SnapshotMeta{50, 2, ConfState{{1}}}).is_ok());
+    }
+    {
+      auto node = RaftNode::open(single_options(dir.path), &sm);
+      REQUIRE_MESSAGE(node.is_ok(), node.status().to_string());
+      REQUIRE((*node)->start().is_ok());
+      propose_until_applied(node->get(), "after the install");
+      CHECK(sm.applied_index() > 50);
+      (*node)->stop();
+    }
+    auto st = RaftStorage::open(dir.path);
+    REQUIRE(st.is_ok());
+    auto r = (*st)->load();
+    REQUIRE(r.is_ok());
+    CHECK(r->snapshot.index == 50);
+    CHECK(r->snapshot.term == 2);
+    REQUIRE_FALSE(r->entries.empty());
+    CHECK(r->entries.front().index == 51);
+    auto install = (*st)->recorded_install();
+    REQUIRE(install.is_ok());
+    CHECK_FALSE(install->has_value());  // cleared once recorded as the snapshot
+  }
 }
