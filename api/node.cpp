@@ -365,6 +365,10 @@ Result<raft::SnapshotMeta> Node::fetch_state_from(const PeerConfig& leader, cons
   log_event(LogLevel::kInfo, "catch_up_started",
             {{"from", std::to_string(req.from)}, {"raft_index", std::to_string(req.meta.index)},
              {"journal_size", std::to_string(ledger_->head().size)}});
+  // The replay below writes into the ledger as it goes: recorded first, so
+  // that a crash in the middle resumes the install on restart instead of
+  // applying the Raft log onto a half-replayed journal (RaftNode::open).
+  if (Status rec = raft_->record_install(req.meta); !rec) return rec;
   HttpClient client(leader.api.host, leader.api.port, 60000);
   JournalReplayer replayer(ledger_.get(), /*verify_signatures=*/false);
   for (int page = 0; page < 1'000'000; ++page) {

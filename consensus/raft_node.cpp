@@ -32,12 +32,13 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
   if (!restored) return restored.status();
   Index applied = sm->applied_index();
   Index last = restored->snapshot.index + restored->entries.size();
+  auto install = (*storage)->recorded_install();
+  if (!install) return install.status();
+  std::optional<SnapshotMeta> resume;
   if (applied > last) {
     // The state machine is ahead of the log only if it installed a leader's
     // state and the process died before a Ready recorded that install as the
     // snapshot: record_install() said so first.  Finish the recording now.
-    auto install = (*storage)->recorded_install();
-    if (!install) return install.status();
     if (!*install || (*install)->index != applied)
       return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
                                              " but the raft log ends at " + std::to_string(last) +
@@ -52,6 +53,11 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
       restored->hard_state.term = restored->snapshot.term;
       restored->hard_state.vote = kNoNode;
     }
+  } else if (*install && (*install)->index > applied) {
+    // An install was under way when the process stopped.  It writes the
+    // leader's journal into the state machine as it goes, so none of this
+    // log may be applied on top of it: start() resumes the install first.
+    resume = **install;
   }
   // The state machine is durable up to `applied`; entries after it are
   // re-applied from the log (never re-applied before it).
@@ -72,7 +78,12 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
   cfg.seed = options.seed;
   auto core = RaftCore::open(cfg, std::move(*restored));
   if (!core) return core.status();
-  return std::unique_ptr<RaftNode>(new RaftNode(std::move(options), sm, std::move(*storage), std::move(*core)));
+  if (resume && !options.fetch_snapshot)
+    return Status::error("invalid", "a state install to raft index " + std::to_string(resume->index) +
+                                        " was under way, and this node has no way to fetch state");
+  std::unique_ptr<RaftNode> node(new RaftNode(std::move(options), sm, std::move(*storage), std::move(*core)));
+  node->resume_install_ = resume;
+  return node;
 }
 
 RaftNode::~RaftNode() { stop(); }
@@ -90,6 +101,10 @@ Status RaftNode::start() {
   if (!s) return s;
   for (const auto& [id, addr] : options_.peers) transport_->set_peer(id, addr);
   compact_checked_ = core_->snapshot().index;
+  // Queued before the loop starts, so it runs before any Ready: nothing of
+  // the log is applied until the interrupted install is complete.  "from"
+  // unknown: the fetcher asks every peer.
+  if (resume_install_) post([this, req = SnapshotRequest{*resume_install_, kNoNode}] { start_fetch(req); });
   applier_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "cl-apply");
     apply_loop();

@@ -56,9 +56,11 @@ class StateMachine {
 // Fetches the state the leader asked for (out of band, e.g. from the
 // leader's journal), installs it, and returns the metadata of what was
 // installed (index ≥ the requested one, with its term and configuration).
-// It must call RaftNode::record_install(meta) before the installed state is
-// durable, so that a crash in between does not leave a state machine ahead
-// of its log that start-up cannot account for.
+// It must call RaftNode::record_install(req.meta) before it writes anything
+// into the state machine, and record_install(meta) before the installed
+// state is durable: start-up then resumes an install a crash interrupted
+// (before applying anything of the log onto a half-written state), and
+// accounts for a state machine ahead of its log.
 // Runs on a worker thread; while it runs the core applies nothing.  On a
 // failure it is called again with the same request (applies stay paused):
 // it must resume or redo the install, possibly from another source.
@@ -200,6 +202,7 @@ class RaftNode {
   // A failed install is retried (applies stay paused) after kFetchRetryMs.
   static constexpr uint64_t kFetchRetryMs = 500;
   std::optional<SnapshotRequest> retry_fetch_;
+  std::optional<SnapshotMeta> resume_install_;  // set by open(): an install a crash interrupted
   std::chrono::steady_clock::time_point retry_fetch_at_;
   SoftState last_soft_state_;  // as last reported to on_soft_state
 

@@ -419,3 +419,47 @@ TEST_CASE("a state machine ahead of the Raft log starts only from a recorded ins
     CHECK_FALSE(install->has_value());  // cleared once recorded as the snapshot
   }
 }
+
+TEST_CASE("a node killed in the middle of a state install resumes it before applying anything of its log") {
+  // The log holds committed entries 1..3 and the state machine has applied
+  // none of them, but an install to 50 was recorded: the state machine may
+  // hold part of the leader's journal, and applying 1..3 onto it would
+  // diverge.  Node 2 never answers, so node 1 stays a follower, as a node
+  // catching up does (its log lacks committed entries: it cannot win).
+  Dir dir;
+  {
+    auto st = RaftStorage::open(dir.path);
+    REQUIRE(st.is_ok());
+    REQUIRE((*st)->save(ready_with({entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")}, HardState{1, 0, 3})).is_ok());
+    REQUIRE((*st)->record_install(SnapshotMeta{50, 1, ConfState{{1, 2}}}).is_ok());
+  }
+  SlowMachine sm(std::chrono::milliseconds(0));
+  std::mutex mu;
+  std::vector<Index> fetched;
+  RaftNodeOptions o = single_options(dir.path);
+  o.voters = {1, 2};
+  o.peers[2] = PeerAddress{"127.0.0.1", 1};  // nobody listens there
+  SUBCASE("without a way to fetch state it does not start") {
+    auto node = RaftNode::open(o, &sm);
+    REQUIRE_FALSE(node.is_ok());
+  }
+  SUBCASE("it fetches the recorded install first, and never applies 1..3") {
+    o.fetch_snapshot = [&](const SnapshotRequest& req) -> Result<SnapshotMeta> {
+      std::lock_guard lock(mu);
+      fetched.push_back(req.meta.index);
+      CHECK(sm.applied_index() == 0);  // nothing of the log applied before the install
+      sm.skip(50);                     // the install
+      return SnapshotMeta{50, 1, ConfState{{1, 2}}};
+    };
+    auto node = RaftNode::open(o, &sm);
+    REQUIRE_MESSAGE(node.is_ok(), node.status().to_string());
+    REQUIRE((*node)->start().is_ok());
+    for (int i = 0; i < 500 && (*node)->status().applied < 50; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK((*node)->status().applied == 50);
+    (*node)->stop();
+    std::lock_guard lock(mu);
+    REQUIRE(fetched.size() == 1);
+    CHECK(fetched[0] == 50);
+  }
+}
