@@ -726,7 +726,9 @@ Response Node::get_journal(const Request& req, std::string_view query) {
   res.set("X-Next", std::to_string(next));
   res.set("X-Journal-Size", std::to_string(head.size));
   res.set("X-Journal-Last-Time", std::to_string(head.last_time));
-  if (raft_ && source > 0) {
+  // Not while this node installs a state itself: its journal may then run
+  // ahead of its source index (the replay writes as it goes).
+  if (raft_ && source > 0 && !raft_->installing()) {
     if (auto tc = raft_->term_conf_at(source); tc) {
       std::string voters;
       for (auto v : tc->second.voters) voters += (voters.empty() ? "" : ",") + std::to_string(v);

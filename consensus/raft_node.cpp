@@ -35,30 +35,47 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
   auto install = (*storage)->recorded_install();
   if (!install) return install.status();
   std::optional<SnapshotMeta> resume;
-  if (applied > last) {
-    // The state machine is ahead of the log only if it installed a leader's
-    // state and the process died before a Ready recorded that install as the
-    // snapshot: record_install() said so first.  Finish the recording now.
-    if (!*install || (*install)->index != applied)
-      return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
-                                             " but the raft log ends at " + std::to_string(last) +
-                                             " and no state install to that index was recorded");
-    Ready rd;
-    rd.snapshot = **install;
-    Status s = (*storage)->save(rd);
-    if (!s) return s;
-    restored->snapshot = **install;
-    restored->entries.clear();  // all at or below "last" < the installed index
-    if (restored->hard_state.term < restored->snapshot.term) {  // not expected: the leader's term came first
-      restored->hard_state.term = restored->snapshot.term;
+  if (*install && (*install)->index == applied && applied > restored->snapshot.index) {
+    // The state machine installed a leader's state to exactly the recorded
+    // index, and the process died before a Ready recorded that install as
+    // the snapshot (record_install() came first).  Finish the recording now,
+    // as RaftLog::restore would: the log after it is kept only if it holds
+    // the installed entry itself.
+    const SnapshotMeta& m = **install;
+    const bool suffix_matches =
+        m.index <= last && m.index > restored->snapshot.index &&
+        restored->entries[m.index - restored->snapshot.index - 1].term == m.term;
+    std::vector<Entry> kept;
+    if (suffix_matches)
+      kept.assign(std::make_move_iterator(restored->entries.begin() + (m.index - restored->snapshot.index)),
+                  std::make_move_iterator(restored->entries.end()));
+    if (restored->hard_state.term < m.term) {  // not expected: the leader's term came first
+      restored->hard_state.term = m.term;
       restored->hard_state.vote = kNoNode;
     }
+    // (A local entry at or below the commit index matches the leader's, so
+    // dropping the log never drops committed entries; clamped regardless.)
+    restored->hard_state.commit = std::min<Index>(restored->hard_state.commit, m.index + kept.size());
+    Ready rd;  // one synced write: snapshot, the kept entries, the hard state
+    rd.snapshot = m;
+    rd.entries = kept;
+    rd.hard_state = restored->hard_state;
+    Status s = (*storage)->save(rd);
+    if (!s) return s;
+    restored->snapshot = m;
+    restored->entries = std::move(kept);
+    last = restored->snapshot.index + restored->entries.size();
   } else if (*install && (*install)->index > applied) {
     // An install was under way when the process stopped.  It writes the
     // leader's journal into the state machine as it goes, so none of this
     // log may be applied on top of it: start() resumes the install first.
     resume = **install;
   }
+  // Otherwise the state machine is never ahead of the log.
+  if (applied > last)
+    return Status::error("corruption", "the ledger has applied raft index " + std::to_string(applied) +
+                                           " but the raft log ends at " + std::to_string(last) +
+                                           " and no state install to that index was recorded");
   // The state machine is durable up to `applied`; entries after it are
   // re-applied from the log (never re-applied before it).
   restored->applied = std::max(applied, restored->snapshot.index);
@@ -83,6 +100,7 @@ Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateM
                                         " was under way, and this node has no way to fetch state");
   std::unique_ptr<RaftNode> node(new RaftNode(std::move(options), sm, std::move(*storage), std::move(*core)));
   node->resume_install_ = resume;
+  node->installing_.store(resume.has_value());
   return node;
 }
 
@@ -351,6 +369,7 @@ void RaftNode::start_fetch(SnapshotRequest req) {
   // applies meanwhile, and none after a failed one either (the state may be
   // half-installed), until a retry completes it.
   fetching_ = true;
+  installing_.store(true);
   core_->set_apply_paused(true);
   if (fetcher_.joinable()) fetcher_.join();
   fetcher_ = std::thread([this, req] {
@@ -365,6 +384,7 @@ void RaftNode::start_fetch(SnapshotRequest req) {
       }
       core_->report_snapshot_done(*meta).to_string();  // refused if already past it
       core_->set_apply_paused(false);
+      installing_.store(false);
     });
   });
 }
@@ -384,33 +404,45 @@ void RaftNode::apply_loop() {
   while (true) {
     apply_cv_.wait(lock, [this] { return !apply_queue_.empty() || apply_stopping_; });
     if (apply_queue_.empty()) break;  // stopping, and everything handed over is applied
-    std::deque<ToApply> run;
-    run.swap(apply_queue_);
     applying_ = true;
-    lock.unlock();
-    apply_room_cv_.notify_all();
     const auto t0 = Clock::now();
     const double cpu0 = thread_cpu_ms();
+    size_t count = 0;
     std::vector<Done> reads;
-    for (auto& a : run) {
+    // One entry at a time off the queue: a Raft thread waiting for room
+    // waits for one apply, not for a whole run.
+    while (!apply_queue_.empty()) {
+      ToApply a = std::move(apply_queue_.front());
+      apply_queue_.pop_front();
+      lock.unlock();
+      apply_room_cv_.notify_all();
       const Entry& e = a.entry;
       std::any result;
+      bool applied_now = false;
       if (e.index > sm_->applied_index()) {  // else already durable in the state machine (restart)
         if (e.type == EntryType::kNormal) result = sm_->apply(e);
         else sm_->skip(e.index);
+        applied_now = true;
       }
-      if (a.proposed) a.proposed(Status::ok(), std::move(result));
+      if (a.proposed) {
+        if (applied_now) a.proposed(Status::ok(), std::move(result));
+        else a.proposed(Status::error("lost", "the entry was applied before this node restarted"), {});
+      }
       if (a.conf_done) a.conf_done(Status::ok());
-      {
-        std::lock_guard<std::mutex> guard(apply_mu_);
-        while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= sm_->applied_index()) {
-          reads.push_back(std::move(reads_waiting_apply_.begin()->second));
-          reads_waiting_apply_.erase(reads_waiting_apply_.begin());
-        }
+      ++count;
+      lock.lock();
+      while (!reads_waiting_apply_.empty() && reads_waiting_apply_.begin()->first <= sm_->applied_index()) {
+        reads.push_back(std::move(reads_waiting_apply_.begin()->second));
+        reads_waiting_apply_.erase(reads_waiting_apply_.begin());
       }
-      for (auto& d : reads) d(Status::ok());
-      reads.clear();
+      if (!reads.empty()) {
+        lock.unlock();
+        for (auto& d : reads) d(Status::ok());
+        reads.clear();
+        lock.lock();
+      }
     }
+    lock.unlock();
     // Compaction: drop the log the state machine has durably applied (a
     // crash loses the rest of its state, which the log then re-applies).
     // The state machine is asked here, on the thread that applies to it.
@@ -426,7 +458,7 @@ void RaftNode::apply_loop() {
     if (options_.slow_ready_ms > 0 && options_.on_slow_ready) {
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       if (ms >= static_cast<double>(options_.slow_ready_ms))
-        options_.on_slow_ready(SlowReady{0, ms, ms, thread_cpu_ms() - cpu0, 0, run.size(), true});
+        options_.on_slow_ready(SlowReady{0, ms, ms, thread_cpu_ms() - cpu0, 0, count, true});
     }
     lock.lock();
     applying_ = false;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <any>
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <condition_variable>
@@ -152,6 +153,10 @@ class RaftNode {
 
   // See SnapshotFetcher.  Thread-safe (the fetcher calls it).
   Status record_install(const SnapshotMeta& meta);
+  // True while a state install is under way (or is to be resumed): the
+  // state machine may then hold part of it, and must not be offered as a
+  // source for another node's install.  Thread-safe.
+  bool installing() const { return installing_.load(); }
 
   RaftStatus status() const;
   // The term and configuration at "index" (for a peer that installs state
@@ -203,6 +208,7 @@ class RaftNode {
   static constexpr uint64_t kFetchRetryMs = 500;
   std::optional<SnapshotRequest> retry_fetch_;
   std::optional<SnapshotMeta> resume_install_;  // set by open(): an install a crash interrupted
+  std::atomic<bool> installing_{false};
   std::chrono::steady_clock::time_point retry_fetch_at_;
   SoftState last_soft_state_;  // as last reported to on_soft_state
 

@@ -216,6 +216,11 @@ Status RaftStorage::save(const Ready& rd) {
 }
 
 Status RaftStorage::record_install(const SnapshotMeta& meta) {
+  // Never lowered: a retry that starts over (recording the index it was
+  // asked for) must not hide that an earlier attempt got further.
+  auto recorded = recorded_install();
+  if (!recorded) return recorded.status();
+  if (*recorded && (*recorded)->index >= meta.index) return Status::ok();
   rocksdb::WriteOptions wo;
   wo.sync = true;
   auto s = db_->Put(wo, kInstallKey, encode_snapshot_meta(meta));

@@ -50,7 +50,9 @@ class RaftStorage {
   // leader's state) BEFORE the state machine makes that state durable: if
   // the process dies before a Ready records the install as the snapshot
   // (which clears this), start-up finds the state machine ahead of the log
-  // and this record says how it got there (RaftNode::open).  Thread-safe.
+  // and this record says how it got there (RaftNode::open).  A record of a
+  // lower index than the one already there changes nothing.  Thread-safe
+  // with the Raft thread's writes (one install runs at a time).
   Status record_install(const SnapshotMeta& meta);
   // The install recorded last and not yet recorded as the snapshot.
   Result<std::optional<SnapshotMeta>> recorded_install() const;

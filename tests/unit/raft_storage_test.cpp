@@ -444,22 +444,90 @@ TEST_CASE("a node killed in the middle of a state install resumes it before appl
     REQUIRE_FALSE(node.is_ok());
   }
   SUBCASE("it fetches the recorded install first, and never applies 1..3") {
+    std::atomic<RaftNode*> self{nullptr};
     o.fetch_snapshot = [&](const SnapshotRequest& req) -> Result<SnapshotMeta> {
       std::lock_guard lock(mu);
       fetched.push_back(req.meta.index);
       CHECK(sm.applied_index() == 0);  // nothing of the log applied before the install
+      if (self.load() != nullptr) CHECK(self.load()->installing());  // not offered as a source meanwhile
       sm.skip(50);                     // the install
       return SnapshotMeta{50, 1, ConfState{{1, 2}}};
     };
     auto node = RaftNode::open(o, &sm);
     REQUIRE_MESSAGE(node.is_ok(), node.status().to_string());
+    CHECK((*node)->installing());
+    self.store(node->get());
     REQUIRE((*node)->start().is_ok());
-    for (int i = 0; i < 500 && (*node)->status().applied < 50; ++i)
+    for (int i = 0; i < 500 && ((*node)->status().applied < 50 || (*node)->installing()); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK((*node)->status().applied == 50);
+    CHECK_FALSE((*node)->installing());
     (*node)->stop();
     std::lock_guard lock(mu);
     REQUIRE(fetched.size() == 1);
     CHECK(fetched[0] == 50);
+  }
+}
+
+TEST_CASE("a recorded install is never lowered; saving a snapshot clears it") {
+  Dir dir;
+  auto st = RaftStorage::open(dir.path);
+  REQUIRE(st.is_ok());
+  REQUIRE((*st)->record_install(SnapshotMeta{50, 2, ConfState{{1}}}).is_ok());
+  REQUIRE((*st)->record_install(SnapshotMeta{40, 2, ConfState{{1}}}).is_ok());  // a retry asking for less
+  auto r = (*st)->recorded_install();
+  REQUIRE(r.is_ok());
+  REQUIRE(r->has_value());
+  CHECK((*r)->index == 50);
+  REQUIRE((*st)->record_install(SnapshotMeta{60, 3, ConfState{{1}}}).is_ok());
+  CHECK((*(*st)->recorded_install())->index == 60);
+  Ready rd;
+  rd.snapshot = SnapshotMeta{60, 3, ConfState{{1}}};
+  REQUIRE((*st)->save(rd).is_ok());
+  CHECK_FALSE((*st)->recorded_install()->has_value());
+}
+
+TEST_CASE("finishing a recorded install at start-up keeps the log after it only if the log holds the installed entry") {
+  // Entries 1..60 in term 1, committed to 55; the state machine installed
+  // (and made durable) a leader's state at 50.
+  Dir dir;
+  std::vector<Entry> log;
+  for (Index i = 1; i <= 60; ++i) log.push_back(entry(i, 1, "e" + std::to_string(i)));
+  {
+    auto st = RaftStorage::open(dir.path);
+    REQUIRE(st.is_ok());
+    REQUIRE((*st)->save(ready_with(log, HardState{1, 0, 55})).is_ok());
+  }
+  SlowMachine sm(std::chrono::milliseconds(0));
+  sm.skip(50);
+  auto restart_with = [&](SnapshotMeta m) {
+    {
+      auto st = RaftStorage::open(dir.path);
+      REQUIRE(st.is_ok());
+      REQUIRE((*st)->record_install(m).is_ok());
+    }
+    for (int twice = 0; twice < 2; ++twice) {  // the second start finds everything recorded
+      auto node = RaftNode::open(single_options(dir.path), &sm);
+      REQUIRE_MESSAGE(node.is_ok(), node.status().to_string());
+    }
+    auto st = RaftStorage::open(dir.path);
+    REQUIRE(st.is_ok());
+    auto r = (*st)->load();
+    REQUIRE(r.is_ok());
+    CHECK(r->snapshot.index == 50);
+    CHECK_FALSE((*st)->recorded_install()->has_value());
+    return *r;
+  };
+  SUBCASE("same term at 50: entries 51..60 stay") {
+    auto r = restart_with(SnapshotMeta{50, 1, ConfState{{1}}});
+    REQUIRE(r.entries.size() == 10);
+    CHECK(r.entries.front().index == 51);
+  }
+  SUBCASE("another term at 50 (this log's entry was never the leader's): the log is dropped, the term persisted") {
+    auto r = restart_with(SnapshotMeta{50, 3, ConfState{{1}}});
+    CHECK(r.entries.empty());
+    CHECK(r.snapshot.term == 3);
+    CHECK(r.hard_state.term == 3);
+    CHECK(r.hard_state.commit <= 50);
   }
 }
