@@ -12,6 +12,8 @@
 namespace cl::raft {
 
 namespace {
+Status stopped_status() { return Status::error("stopped", "the node is stopping"); }
+
 // CPU time of the calling thread: a slow Ready's report tells computing
 // apart from waiting (for the disk, a lock or a core).
 double thread_cpu_ms() {
@@ -143,6 +145,16 @@ void RaftNode::stop() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (fetcher_.joinable()) fetcher_.join();
+  // Requests the loop will never run: answered "stopped" (and any posted
+  // from now on at once), so no caller waits for an answer forever.
+  std::deque<Posted> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    loop_ended_ = true;
+    left.swap(commands_);
+  }
+  for (auto& c : left)
+    if (c.stopped) c.stopped();
   // The applier applies what it was handed (committed entries; their
   // proposers get their results), then stops.
   {
@@ -164,46 +176,59 @@ void RaftNode::stop() {
 Result<std::pair<Term, ConfState>> RaftNode::term_conf_at(Index index) {
   auto p = std::make_shared<std::promise<Result<std::pair<Term, ConfState>>>>();
   auto f = p->get_future();
-  post([this, index, p] {
-    auto t = core_->term_at(index);
-    if (!t || index + 1 < core_->first_index()) {
-      p->set_value(Status::error("unavailable", "raft index " + std::to_string(index) + " is compacted"));
-      return;
-    }
-    p->set_value(std::make_pair(*t, core_->conf_at(index)));
-  });
+  post(
+      [this, index, p] {
+        auto t = core_->term_at(index);
+        if (!t || index + 1 < core_->first_index()) {
+          p->set_value(Status::error("unavailable", "raft index " + std::to_string(index) + " is compacted"));
+          return;
+        }
+        p->set_value(std::make_pair(*t, core_->conf_at(index)));
+      },
+      [p] { p->set_value(stopped_status()); });
   if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
     return Status::error("unavailable", "raft loop busy");
   return f.get();
 }
 
-void RaftNode::post(Command c) {
+void RaftNode::post(Command c, Command stopped) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    commands_.push_back(std::move(c));
+    if (!loop_ended_) {
+      commands_.push_back(Posted{std::move(c), std::move(stopped)});
+      cv_.notify_one();
+      return;
+    }
   }
-  cv_.notify_one();
+  if (stopped) stopped();
 }
 
 void RaftNode::propose(std::string data, ProposeDone done) {
-  post([this, data = std::move(data), done = std::move(done)]() mutable {
-    auto index = core_->propose(std::move(data));
-    if (!index) return done(index.status(), {});
-    proposals_[*index] = Pending{core_->term(), std::move(done)};
-  });
+  auto d = std::make_shared<ProposeDone>(std::move(done));
+  post(
+      [this, data = std::move(data), d]() mutable {
+        auto index = core_->propose(std::move(data));
+        if (!index) return (*d)(index.status(), {});
+        proposals_[*index] = Pending{core_->term(), std::move(*d)};
+      },
+      [d] { (*d)(stopped_status(), {}); });
 }
 
 void RaftNode::read_barrier(Done done) {
-  post([this, done = std::move(done)]() mutable {
-    uint64_t ctx = next_read_ctx_++;
-    Status s = core_->read_index(ctx);
-    if (!s) return done(s);
-    reads_waiting_quorum_[ctx] = std::move(done);
-  });
+  auto d = std::make_shared<Done>(std::move(done));
+  post(
+      [this, d] {
+        uint64_t ctx = next_read_ctx_++;
+        Status s = core_->read_index(ctx);
+        if (!s) return (*d)(s);
+        reads_waiting_quorum_[ctx] = std::move(*d);
+      },
+      [d] { (*d)(stopped_status()); });
 }
 
 void RaftNode::transfer_leadership(NodeId to, Done done) {
-  post([this, to, done = std::move(done)] { done(core_->transfer_leadership(to)); });
+  auto d = std::make_shared<Done>(std::move(done));
+  post([this, to, d] { (*d)(core_->transfer_leadership(to)); }, [d] { (*d)(stopped_status()); });
 }
 
 void RaftNode::set_peer_address(NodeId node, PeerAddress address) {
@@ -212,12 +237,15 @@ void RaftNode::set_peer_address(NodeId node, PeerAddress address) {
 
 void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress address, std::string context,
                                  Done done) {
-  post([this, type, node, address, context = std::move(context), done = std::move(done)]() mutable {
-    if (type == ConfChangeType::kAddNode) transport_->set_peer(node, address);
-    auto index = core_->propose_conf_change(type, node, std::move(context));
-    if (!index) return done(index.status());
-    conf_changes_[*index] = std::move(done);
-  });
+  auto d = std::make_shared<Done>(std::move(done));
+  post(
+      [this, type, node, address, context = std::move(context), d]() mutable {
+        if (type == ConfChangeType::kAddNode) transport_->set_peer(node, address);
+        auto index = core_->propose_conf_change(type, node, std::move(context));
+        if (!index) return (*d)(index.status());
+        conf_changes_[*index] = std::move(*d);
+      },
+      [d] { (*d)(stopped_status()); });
 }
 
 Status RaftNode::record_install(const SnapshotMeta& meta) { return storage_->record_install(meta); }
@@ -232,7 +260,7 @@ void RaftNode::loop() {
   auto next_tick = Clock::now() + std::chrono::milliseconds(options_.tick_ms);
   while (true) {
     std::deque<Message> msgs;
-    std::deque<Command> cmds;
+    std::deque<Posted> cmds;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_until(lock, next_tick, [this] { return stopping_ || !inbox_.empty() || !commands_.empty(); });
@@ -241,7 +269,7 @@ void RaftNode::loop() {
       cmds.swap(commands_);
     }
     for (const auto& m : msgs) core_->step(m).to_string();  // invalid messages change nothing
-    for (auto& c : cmds) c();
+    for (auto& c : cmds) c.run();
     if (Clock::now() >= next_tick) {
       core_->tick();
       next_tick += std::chrono::milliseconds(options_.tick_ms);

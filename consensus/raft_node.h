@@ -168,7 +168,9 @@ class RaftNode {
   RaftNode(RaftNodeOptions options, StateMachine* sm, std::unique_ptr<RaftStorage> storage,
            std::unique_ptr<RaftCore> core);
   using Command = std::function<void()>;
-  void post(Command c);
+  // Runs c on the loop thread; once the loop has ended, runs "stopped"
+  // (if any) instead, on the caller's thread or in stop().
+  void post(Command c, Command stopped = {});
   void loop();
   void handle_ready();
   void fail_all(const Status& s);
@@ -188,7 +190,12 @@ class RaftNode {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Message> inbox_;       // guarded by mu_
-  std::deque<Command> commands_;    // guarded by mu_
+  struct Posted {
+    Command run;
+    Command stopped;
+  };
+  std::deque<Posted> commands_;     // guarded by mu_
+  bool loop_ended_ = false;         // guarded by mu_: set by stop() after the loop ended
   bool stopping_ = false;           // guarded by mu_
   RaftStatus status_;               // guarded by mu_
   std::thread thread_;

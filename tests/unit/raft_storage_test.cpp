@@ -531,3 +531,24 @@ TEST_CASE("finishing a recorded install at start-up keeps the log after it only 
     CHECK(r.hard_state.commit <= 50);
   }
 }
+
+TEST_CASE("requests to a stopped node are answered 'stopped' at once, never left waiting") {
+  Dir dir;
+  SlowMachine sm(std::chrono::milliseconds(0));
+  SlowReport rep;
+  auto node = start_single(dir.path, &sm, 0, &rep);
+  propose_until_applied(node.get(), "first");
+  node->stop();
+  std::promise<Status> proposed, read, transferred;
+  node->propose("late", [&proposed](Status s, std::any) { proposed.set_value(s); });
+  node->read_barrier([&read](Status s) { read.set_value(s); });
+  node->transfer_leadership(2, [&transferred](Status s) { transferred.set_value(s); });
+  for (auto* p : {&proposed, &read, &transferred}) {
+    auto f = p->get_future();
+    REQUIRE(f.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+    CHECK(f.get().code() == "stopped");
+  }
+  auto tc = node->term_conf_at(1);
+  REQUIRE_FALSE(tc.is_ok());
+  CHECK(tc.status().code() == "stopped");
+}
