@@ -244,6 +244,28 @@ void propose_until_applied(RaftNode* node, const std::string& data) {
   FAIL("the single-voter node never committed");
 }
 
+// A started single-voter node over a GatedMachine, with one entry applied.
+// Members go in reverse: the gate opens before the node stops.
+struct GatedNode {
+  Dir dir;
+  GatedMachine sm;
+  SlowReport rep;
+  std::unique_ptr<RaftNode> node = start_single(dir.path, &sm, 0, &rep);
+  GatedMachine::ReleaseOnExit release{sm};
+  GatedNode() { propose_until_applied(node.get(), "first"); }
+};
+
+// Proposes "hold" (held in apply()) and then "next"; returns the held
+// entry's index once the node reports "next" committed (or after 10 s).
+Index hold_and_commit_next(RaftNode* node, GatedMachine& sm, std::promise<Status>* held, std::promise<Status>* next) {
+  node->propose("hold", [held](Status s, std::any) { held->set_value(s); });
+  const Index hold_index = sm.wait_holding();
+  node->propose("next", [next](Status s, std::any) { next->set_value(s); });
+  for (int i = 0; i < 1000 && node->status().commit <= hold_index; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return hold_index;
+}
+
 }  // namespace
 
 TEST_CASE("a Raft step slower than slow_ready_ms is reported with where its time went (apply vs persist)") {
@@ -290,23 +312,13 @@ TEST_CASE("fast Raft steps, or slow_ready_ms = 0, report nothing") {
 }
 
 TEST_CASE("while the state machine applies an entry, later entries are still persisted and committed") {
-  Dir dir;
-  GatedMachine sm;
-  SlowReport rep;
-  auto node = start_single(dir.path, &sm, 0, &rep);
-  GatedMachine::ReleaseOnExit release{sm};
-  propose_until_applied(node.get(), "first");
+  GatedNode g;
+  auto& node = g.node;
+  auto& sm = g.sm;
   std::promise<Status> held, next;
-  node->propose("hold", [&held](Status s, std::any) { held.set_value(s); });
-  const Index hold_index = sm.wait_holding();
-  node->propose("next", [&next](Status s, std::any) { next.set_value(s); });
+  const Index hold_index = hold_and_commit_next(node.get(), sm, &held, &next);
   // The Raft loop does not wait for apply(): "next" commits meanwhile.
-  bool committed = false;
-  for (int i = 0; i < 1000 && !committed; ++i) {
-    committed = node->status().commit > hold_index;
-    if (!committed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  CHECK(committed);
+  CHECK(node->status().commit > hold_index);
   // ...but nobody hears of it before it is applied, in log order.
   auto next_done = next.get_future();
   CHECK(next_done.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
@@ -320,12 +332,9 @@ TEST_CASE("while the state machine applies an entry, later entries are still per
 }
 
 TEST_CASE("a linearizable read waits until everything committed before it is applied") {
-  Dir dir;
-  GatedMachine sm;
-  SlowReport rep;
-  auto node = start_single(dir.path, &sm, 0, &rep);
-  GatedMachine::ReleaseOnExit release{sm};
-  propose_until_applied(node.get(), "first");
+  GatedNode g;
+  auto& node = g.node;
+  auto& sm = g.sm;
   node->propose("hold", [](Status, std::any) {});
   const Index hold_index = sm.wait_holding();
   std::promise<Status> read;
@@ -340,18 +349,11 @@ TEST_CASE("a linearizable read waits until everything committed before it is app
 }
 
 TEST_CASE("stopping a node applies what was committed and answers its proposers") {
-  Dir dir;
-  GatedMachine sm;
-  SlowReport rep;
-  auto node = start_single(dir.path, &sm, 0, &rep);
-  GatedMachine::ReleaseOnExit release{sm};
-  propose_until_applied(node.get(), "first");
+  GatedNode g;
+  auto& node = g.node;
+  auto& sm = g.sm;
   std::promise<Status> held, next;
-  node->propose("hold", [&held](Status s, std::any) { held.set_value(s); });
-  const Index hold_index = sm.wait_holding();
-  node->propose("next", [&next](Status s, std::any) { next.set_value(s); });
-  for (int i = 0; i < 1000 && node->status().commit <= hold_index; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const Index hold_index = hold_and_commit_next(node.get(), sm, &held, &next);
   REQUIRE(node->status().commit > hold_index);
   std::thread releaser([&sm] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
