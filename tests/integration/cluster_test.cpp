@@ -745,8 +745,10 @@ TEST_CASE("successive leaders stopped under load (SIGKILL and SIGTERM, each rest
 
 // A follower is stopped, kOps commit without it, and it restarts.  With
 // "limits_json" compacting the Raft log, the entries it misses are gone
-// from every log, so it must install the leader's state instead.
-void catch_up_after_downtime(const std::string& limits_json, size_t ops_per_request) {
+// from every log, so it must install the leader's state instead.  With
+// "kill_in_install", it is SIGKILLed as soon as it logs that its install
+// started (mostly in the middle of its replay), and restarted.
+void catch_up_after_downtime(const std::string& limits_json, size_t ops_per_request, bool kill_in_install = false) {
   constexpr size_t kRiders = 20;
   // CL_CLUSTER_CATCHUP_OPS=100000 for the issue's full-size run (~1 min).
   const size_t kOps = std::getenv("CL_CLUSTER_CATCHUP_OPS") ? std::stoull(std::getenv("CL_CLUSTER_CATCHUP_OPS")) : 2000;
@@ -795,6 +797,19 @@ void catch_up_after_downtime(const std::string& limits_json, size_t ops_per_requ
 
   auto t1 = SteadyClock::now();
   c.start(down);
+  if (kill_in_install) {
+    bool started = false;
+    for (int i = 0; i < 20000 && !started; ++i) {
+      started = read_file(c.log_path(down)).find("event=catch_up_started") != std::string::npos;
+      if (!started) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    REQUIRE_MESSAGE(started, "the restarted node never began an install\n" << c.logs());
+    c.kill_hard(down);
+    bool done = read_file(c.log_path(down)).find("event=catch_up_done") != std::string::npos;
+    MESSAGE("killed node " << down << " during its install (" << std::string(done ? "after" : "before")
+                            << " it finished)");
+    c.start(down);
+  }
   wait_applied(c, down, target, milliseconds(30000));
   MESSAGE("node " << down << " caught up " << target - applied_before << " raft entries in " << ms_since(t1) << " ms");
   c.wait_for_leader();
@@ -817,6 +832,10 @@ TEST_CASE("a node that was down while ops committed catches up on restart") {
 
 TEST_CASE("a node that was down while the others compacted their Raft logs installs the leader's state and catches up") {
   catch_up_after_downtime(R"({"raft_compact_entries":10})", 10);
+}
+
+TEST_CASE("a node killed while it installs the leader's state restarts, finishes the install and catches up") {
+  catch_up_after_downtime(R"({"raft_compact_entries":10})", 10, /*kill_in_install=*/true);
 }
 
 TEST_CASE("a minority partition cannot commit; the majority keeps going") {
