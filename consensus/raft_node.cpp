@@ -243,7 +243,7 @@ void RaftNode::change_membership(ConfChangeType type, NodeId node, PeerAddress a
         if (type == ConfChangeType::kAddNode) transport_->set_peer(node, address);
         auto index = core_->propose_conf_change(type, node, std::move(context));
         if (!index) return (*d)(index.status());
-        conf_changes_[*index] = std::move(*d);
+        conf_changes_[*index] = PendingChange{core_->term(), std::move(*d)};
       },
       [d] { (*d)(stopped_status()); });
 }
@@ -328,7 +328,9 @@ void RaftNode::handle_ready() {
       }
       auto c = conf_changes_.find(e.index);
       if (c != conf_changes_.end()) {
-        a.conf_done = std::move(c->second);
+        // As for proposals: ours only if the entry at its index is still ours.
+        if (c->second.term == e.term) a.conf_done = std::move(c->second.done);
+        else c->second.done(Status::error("lost", "leadership changed before the change committed; see /v1/cluster"));
         conf_changes_.erase(c);
       }
       a.entry = std::move(e);
@@ -422,7 +424,7 @@ void RaftNode::fail_all(const Status& s) {
   proposals_.clear();
   for (auto& [c, d] : reads_waiting_quorum_) d(s);
   reads_waiting_quorum_.clear();
-  for (auto& [i, d] : conf_changes_) d(s);
+  for (auto& [i, c] : conf_changes_) c.done(s);
   conf_changes_.clear();
 }
 

@@ -208,7 +208,11 @@ class RaftNode {
   std::map<Index, Pending> proposals_;
   uint64_t next_read_ctx_ = 1;
   std::map<uint64_t, Done> reads_waiting_quorum_;
-  std::map<Index, Done> conf_changes_;
+  struct PendingChange {
+    Term term;
+    Done done;
+  };
+  std::map<Index, PendingChange> conf_changes_;
   std::thread fetcher_;
   bool fetching_ = false;
   // A failed install is retried (applies stay paused) after kFetchRetryMs.
