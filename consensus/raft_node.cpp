@@ -169,7 +169,7 @@ void RaftNode::stop() {
     std::lock_guard<std::mutex> lock(apply_mu_);
     reads.swap(reads_waiting_apply_);
   }
-  for (auto& [i, d] : reads) d(Status::error("stopped", "the node is stopping"));
+  for (auto& [i, d] : reads) d(stopped_status());
   if (transport_) transport_->stop();
 }
 
@@ -282,7 +282,7 @@ void RaftNode::loop() {
     }
     while (core_->has_ready()) handle_ready();
   }
-  fail_all(Status::error("stopped", "the node is stopping"));
+  fail_all(stopped_status());
 }
 
 void RaftNode::handle_ready() {
