@@ -516,6 +516,9 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   journal.table_factory = table;
   journal.compression = rocksdb::kNoCompression;
   journal.write_buffer_size = 32 << 20;
+  // Headroom while a flush waits (its thread busy, or rate-limited): with
+  // two memtables RocksDB stops all writes as soon as a second one fills.
+  journal.max_write_buffer_number = 4;
   if (options.memtable_mib > 0) {
     state.write_buffer_size = options.memtable_mib << 20;
     journal.write_buffer_size = options.memtable_mib << 20;
