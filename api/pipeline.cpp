@@ -144,8 +144,9 @@ void Pipeline::commit_loop() {
       // Group commit: while earlier batches are still in flight, wait (up
       // to batch_wait_us) for this one to fill; an idle committer takes
       // what is queued at once, so a lone op pays no wait at low load
-      // (unless batch_wait_when_idle).
-      const bool wait_when_idle = options_.batch_wait_when_idle;
+      // (unless batch_wait_when_idle and recent batches were large).
+      const bool wait_when_idle =
+          options_.batch_wait_when_idle && recent_batch_ops_ >= options_.idle_wait_min_batch_ops;
       if (options_.batch_wait_us > 0 && batch_queue_.size() < options_.batch_ops_max && !verify_done_ &&
           (in_flight_ > 0 || wait_when_idle)) {
         batch_cv_.wait_for(lock, std::chrono::microseconds(options_.batch_wait_us), [this, wait_when_idle] {
@@ -153,6 +154,7 @@ void Pipeline::commit_loop() {
         });
       }
       size_t n = std::min(batch_queue_.size(), options_.batch_ops_max);
+      recent_batch_ops_ += (static_cast<double>(n) - recent_batch_ops_) / 4;
       for (size_t i = 0; i < n; ++i) {
         items->push_back(std::move(batch_queue_.front()));
         batch_queue_.pop_front();

@@ -118,9 +118,26 @@ class HeldCommitter : public api::BatchCommitter {
     return inner_.commit(ops, time);
   }
   void commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) override {
-    std::lock_guard lock(mu_);
-    sizes_.push_back(ops.size());
-    held_.push_back({std::move(ops), time, std::move(done)});
+    {
+      std::lock_guard lock(mu_);
+      sizes_.push_back(ops.size());
+      if (!released_) {
+        held_.push_back({std::move(ops), time, std::move(done)});
+        return;
+      }
+    }
+    done(inner_.commit(ops, time));
+  }
+  // Completes what is held and everything proposed from now on: lets the
+  // pipeline's destructor finish after a failed REQUIRE.
+  void release_all() {
+    std::vector<Held> held;
+    {
+      std::lock_guard lock(mu_);
+      released_ = true;
+      held.swap(held_);
+    }
+    for (auto& h : held) h.done(inner_.commit(h.ops, h.time));
   }
   uint64_t last_time() const override { return inner_.last_time(); }
   std::vector<size_t> sizes() {
@@ -148,6 +165,14 @@ class HeldCommitter : public api::BatchCommitter {
   std::mutex mu_;
   std::vector<size_t> sizes_;
   std::vector<Held> held_;
+  bool released_ = false;
+};
+
+// Declared after the pipeline: on the way out (also after a failed
+// REQUIRE) releases the committer before the pipeline waits for its batches.
+struct ReleaseOnExit {
+  HeldCommitter& c;
+  ~ReleaseOnExit() { c.release_all(); }
 };
 
 TEST_CASE("pipeline group commit: a lone op goes at once; ops arriving while a batch is in flight wait and go together") {
@@ -181,23 +206,65 @@ TEST_CASE("pipeline group commit: a lone op goes at once; ops arriving while a b
   CHECK(c.f.get().first.at(0).code == Code::kOk);
 }
 
-TEST_CASE("pipeline with batch_wait_when_idle (replicated nodes) waits batch_wait_us even for a lone op") {
+TEST_CASE("pipeline with batch_wait_when_idle (replicated nodes): lone ops at low load go at once; under load a lone op waits batch_wait_us") {
   TempDir dir;
   auto l = open_ledger(dir.path());
   OpFactory f;
   HeldCommitter committer(l.get());
   api::PipelineOptions o;
-  o.batch_wait_us = 400'000;
+  o.batch_wait_us = 2'000'000;
   o.batch_wait_when_idle = true;
+  o.idle_wait_min_batch_ops = 4;
   api::Pipeline p(&committer, fixed_clock, nullptr, o);
-  Submitted a;
-  REQUIRE(p.submit({f.open_wallet(make_id(1, 0x11), seed_key(0x31))}, a.done()));
+  ReleaseOnExit release{committer};
+  // Batches proposed within "ms" (at once: well under batch_wait_us).
+  auto wait_for_batches = [&](size_t n, int ms = 10'000) {
+    for (int i = 0; i < ms && committer.sizes().size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return committer.sizes().size();
+  };
+  const int at_once = 1'000;
+  uint8_t next = 1;
+  auto lone_op = [&] {
+    uint8_t n = next++;
+    return std::vector<Envelope>{f.open_wallet(make_id(n, 0x11), seed_key(uint8_t(0x40 + n)))};
+  };
+  // Low load: a lone op on an idle committer is proposed without waiting.
+  for (int i = 0; i < 3; ++i) {
+    Submitted a;
+    REQUIRE(p.submit(lone_op(), a.done()));
+    REQUIRE(wait_for_batches(i + 1, at_once) == size_t(i + 1));
+    committer.complete_oldest();
+    CHECK(a.f.get().first.at(0).code == Code::kOk);
+  }
+  // Load: batches of 8 ops lift the recent batch size above 4 ...
+  for (int i = 0; i < 3; ++i) {
+    std::vector<Envelope> ops;
+    for (int k = 0; k < 8; ++k) ops.push_back(lone_op()[0]);
+    Submitted a;
+    REQUIRE(p.submit(std::move(ops), a.done()));
+    REQUIRE(wait_for_batches(4 + i, at_once) == size_t(4 + i));
+    committer.complete_oldest();
+    CHECK(a.f.get().first.size() == 8);
+  }
+  // ... and a lone op on the idle committer now waits for companions.
+  Submitted w;
+  REQUIRE(p.submit(lone_op(), w.done()));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  CHECK(committer.sizes().empty());  // still waiting for companions
-  for (int i = 0; i < 5000 && committer.sizes().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  REQUIRE(committer.sizes() == std::vector<size_t>{1});
+  CHECK(committer.sizes().size() == 6);  // still waiting
+  REQUIRE(wait_for_batches(7) == 7);
+  CHECK(committer.sizes().back() == 1);
   committer.complete_oldest();
-  CHECK(a.f.get().first.at(0).code == Code::kOk);
+  CHECK(w.f.get().first.at(0).code == Code::kOk);
+  // That lone batch pulled the recent size back under 4 (4.9 -> 3.9):
+  // lone ops go at once again.
+  for (int i = 0; i < 3; ++i) {
+    Submitted a;
+    size_t before = committer.sizes().size();
+    REQUIRE(p.submit(lone_op(), a.done()));
+    REQUIRE(wait_for_batches(before + 1, at_once) == before + 1);
+    committer.complete_oldest();
+    CHECK(a.f.get().first.at(0).code == Code::kOk);
+  }
 }
 
 TEST_CASE("pipeline stop answers every admitted op before returning") {
