@@ -174,7 +174,7 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
   // Replicated, the Raft log is synced before anything is acknowledged and
   // entries after the ledger's stored source index are re-applied on start,
   // so the Raft log is the ledger's write-ahead log (see raft_log_is_wal).
-  lo.sync = config.peers.size() <= 1;
+  lo.sync = !is_replicated(config);
   lo.raft_log_is_wal = !lo.sync;
   // The log is kept until the ledger's flushed state covers it: at most ten
   // compaction intervals when memtables fill slowly.

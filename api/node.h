@@ -73,7 +73,8 @@ class Node {
   KeyPair node_key_;
   std::unique_ptr<Ledger> ledger_;
   Metrics metrics_;
-  bool replicated() const { return config_.peers.size() > 1 || config_.join; }
+  bool replicated() const { return is_replicated(config_); }
+  static bool is_replicated(const NodeConfig& c) { return c.peers.size() > 1 || c.join; }
   void change_members(Request&& req, Respond respond, std::string_view member);
   void hand_off_leadership();
   // Installs the leader's state (journal entries and head) after the leader
