@@ -198,9 +198,13 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config) {
     rocksdb::Env::Default()->IncBackgroundThreadsIfNeeded(2, rocksdb::Env::Priority::HIGH);
     rocksdb::Env::Default()->IncBackgroundThreadsIfNeeded(2, rocksdb::Env::Priority::LOW);
   }
+  auto ledger_stalls = std::make_shared<StoreStallListener>("ledger");
+  lo.listeners.push_back(ledger_stalls);
   auto ledger = Ledger::open(config.data_dir + "/ledger", *genesis, lo);
   if (!ledger) return ledger.status();
-  return std::unique_ptr<Node>(new Node(config, std::move(*genesis), *key, std::move(*ledger)));
+  std::unique_ptr<Node> node(new Node(config, std::move(*genesis), *key, std::move(*ledger)));
+  node->ledger_stalls_ = std::move(ledger_stalls);
+  return node;
 }
 
 Node::Node(NodeConfig config, Genesis genesis, KeyPair node_key, std::unique_ptr<Ledger> ledger)
@@ -246,6 +250,8 @@ Status Node::start() {
     };
     ro.dir = config_.data_dir + "/raft";
     ro.background_writes = ledger_->options().background_writes;
+    raft_stalls_ = std::make_shared<StoreStallListener>("raft");
+    ro.store_listeners.push_back(raft_stalls_);
     ro.compact_every = config_.limits.raft_compact_entries;
     ro.fetch_snapshot = [this](const raft::SnapshotRequest& req) -> Result<raft::SnapshotMeta> {
       try {
@@ -987,7 +993,11 @@ Response Node::get_cluster(const Request& req) {
 Response Node::get_metrics(const Request& req) {
   metrics_.set_journal_size(ledger_->head().size);
   double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  return json_text_response(req, 200, metrics_.render(uptime), "text/plain; version=0.0.4");
+  std::string text = metrics_.render(uptime);
+  std::vector<const StoreStallListener*> stores{ledger_stalls_.get()};
+  if (raft_stalls_) stores.push_back(raft_stalls_.get());
+  StoreStallListener::render(stores, &text);
+  return json_text_response(req, 200, text, "text/plain; version=0.0.4");
 }
 
 }  // namespace cl::api

@@ -14,6 +14,7 @@
 #include "api/metrics.h"
 #include "api/pipeline.h"
 #include "api/replicated.h"
+#include "api/store_stalls.h"
 #include "consensus/raft_node.h"
 #include "ledger/genesis.h"
 #include "ledger/ledger.h"
@@ -73,6 +74,8 @@ class Node {
   KeyPair node_key_;
   std::unique_ptr<Ledger> ledger_;
   Metrics metrics_;
+  std::shared_ptr<StoreStallListener> ledger_stalls_;  // write stalls of the ledger store
+  std::shared_ptr<StoreStallListener> raft_stalls_;    // and of the Raft store (replicated)
   bool replicated() const { return is_replicated(config_); }
   static bool is_replicated(const NodeConfig& c) { return c.peers.size() > 1 || c.join; }
   void change_members(Request&& req, Respond respond, std::string_view member);

@@ -93,7 +93,8 @@ RaftStorage::~RaftStorage() {
 }
 
 Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env,
-                                                       std::shared_ptr<rocksdb::RateLimiter> background_writes) {
+                                                       std::shared_ptr<rocksdb::RateLimiter> background_writes,
+                                                       std::vector<std::shared_ptr<rocksdb::EventListener>> listeners) {
   rocksdb::Options o;
   o.create_if_missing = true;
   o.paranoid_checks = true;
@@ -111,6 +112,7 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   o.compression = rocksdb::kNoCompression;
   if (env) o.env = env;
   o.rate_limiter = std::move(background_writes);
+  o.listeners = std::move(listeners);
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);
   if (!s.ok()) return io(s, "open raft store " + dir);

@@ -20,6 +20,7 @@ namespace rocksdb {
 class DB;
 class Env;
 class RateLimiter;
+class EventListener;
 }  // namespace rocksdb
 
 namespace cl::raft {
@@ -30,7 +31,8 @@ class RaftStorage {
   // background_writes caps the bytes/s its flushes and compactions write
   // (nullptr: no cap); it may be shared with the node's other stores.
   static Result<std::unique_ptr<RaftStorage>> open(const std::string& dir, rocksdb::Env* env = nullptr,
-                                                   std::shared_ptr<rocksdb::RateLimiter> background_writes = nullptr);
+                                                   std::shared_ptr<rocksdb::RateLimiter> background_writes = nullptr,
+                                                   std::vector<std::shared_ptr<rocksdb::EventListener>> listeners = {});
   ~RaftStorage();
 
   // What the core needs to restart: hard state, snapshot meta and the entries

@@ -496,6 +496,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   if (options.raft_log_is_wal) o.atomic_flush = true;
   if (options.env) o.env = options.env;
   o.rate_limiter = options.background_writes;
+  o.listeners = options.listeners;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   t.whole_key_filtering = true;

@@ -29,6 +29,7 @@ class Status;
 class DB;
 class Env;
 class RateLimiter;
+class EventListener;
 }  // namespace rocksdb
 
 namespace cl {
@@ -68,6 +69,8 @@ struct LedgerOptions {
   // Caps the bytes/s that flushes and compactions write (nullptr: no cap).
   // May be shared with other stores of the process (one budget per node).
   std::shared_ptr<rocksdb::RateLimiter> background_writes;
+  // RocksDB event listeners of the store (e.g. write-stall reporting).
+  std::vector<std::shared_ptr<rocksdb::EventListener>> listeners;
   // Wallet states cached in memory; beyond it the cache is emptied (reads fall
   // back to RocksDB's block cache).  ~100 bytes each.  (With audit_only the
   // cache may exceed it by the wallets of one batch.)
