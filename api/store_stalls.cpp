@@ -42,7 +42,8 @@ void StoreStallListener::OnStallConditionsChanged(const rocksdb::WriteStallInfo&
     if (int is = slot(cur); is >= 0) stalls_[is].fetch_add(1);
     s = Since{cur, now};
   }
-  const LogLevel level = cur == rocksdb::WriteStallCondition::kNormal ? LogLevel::kInfo : LogLevel::kWarn;
+  // The end is a warning too: it carries how long the stall lasted.
+  const LogLevel level = LogLevel::kWarn;
   if (stalled_us < 0) {
     log_event(level, "store_write_stall",
               {{"store", store_}, {"family", info.cf_name}, {"condition", condition_name(cur)},

@@ -5,7 +5,7 @@
 // them every answer; before this listener the only trace was RocksDB's own
 // LOG file.  Each change of a column family's condition logs
 //   event=store_write_stall store=ledger family=journal condition=stopped previous=normal
-// (warn; on the way back to normal, info, with ms= the time spent stalled),
+// (warn; also on the way back to normal, with ms= the time spent stalled),
 // and the totals are exported in /metrics.
 #pragma once
 
