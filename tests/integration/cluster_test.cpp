@@ -1006,6 +1006,73 @@ TEST_CASE("a leader cut off by a network partition under load acknowledges nothi
   CHECK_FALSE(fresh.replay);
 }
 
+// A membership change proposed to a leader that a partition has just cut
+// off is appended to its log only.  The majority elects a leader whose
+// entries replace it; once healed, the old leader learns that the entry at
+// that index committed with another term, and must answer the change
+// "lost" (503), never "ok": the member was not added anywhere.
+TEST_CASE("a membership change proposed to a leader cut off by a partition is answered 'lost' once healed, and made nowhere") {
+  ClusterOptions options;
+  options.proxied_raft = true;
+  options.limits_json = R"({"request_timeout_ms": 30000})";
+  Cluster c(options);
+  c.start_all();
+  const uint64_t old_leader = c.wait_for_leader();
+  OpFactory f("msk-demo", 0xA1);
+  Wallets w = make_wallets(f, 4, 1'000'000);
+  submit_batches(c, w.opens);  // an entry of the leader's term is committed: changes are allowed
+  std::vector<uint64_t> majority;
+  for (uint64_t id : c.ids())
+    if (id != old_leader) majority.push_back(id);
+
+  MESSAGE("cutting off leader " << old_leader);
+  c.partition({old_leader});
+  constexpr uint64_t kGhost = 9;
+  std::optional<api::HttpResult> answer;
+  std::string failure;
+  std::thread change([&] {
+    api::HttpClient hc("127.0.0.1", c.api_port(old_leader), 40000);
+    const std::string member = Json{{"id", kGhost}, {"api", "127.0.0.1:9"}, {"raft", "127.0.0.1:9"}}.dump();
+    auto r = hc.request("POST", "/v1/cluster/members", member);
+    if (r) answer = *r;
+    else failure = r.status().to_string();
+  });
+  struct JoinOnExit {  // also when a REQUIRE below fails
+    std::thread& t;
+    ~JoinOnExit() {
+      if (t.joinable()) t.join();
+    }
+  } join_on_exit{change};
+  // The majority elects a leader and commits its own entries at the index
+  // the cut-off leader used.
+  const uint64_t new_leader = c.wait_for_leader(milliseconds(10000), majority);
+  MESSAGE("node " << new_leader << " leads the majority");
+  for (const Envelope& e : w.issues) {
+    auto r = api::post_following_redirects(c.url(new_leader), "/v1/ops", e.jcs);
+    REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+    REQUIRE_MESSAGE(r->status == 200, clip(r->body));
+  }
+  c.heal();
+  MESSAGE("healed");
+  change.join();
+  REQUIRE_MESSAGE(answer.has_value(), "no answer to the membership change: " << failure);
+  CHECK_MESSAGE(answer->status != 307, "the change reached the old leader only after it stepped down: "
+                                           << clip(answer->body));
+  CHECK_MESSAGE(answer->status == 503, "a change that was never made was answered " << answer->status << " "
+                                                                                    << clip(answer->body) << "\n"
+                                                                                    << c.logs(40));
+  CHECK_MESSAGE(answer->body.find("\"lost\"") != std::string::npos, clip(answer->body));
+  c.wait_converged();
+  CHECK(c.wait_for_leader() == new_leader);
+  for (uint64_t id : c.ids()) {
+    int st = 0;
+    Json cluster = get_json(c.api_port(id), "/v1/cluster", &st);
+    REQUIRE(st == 200);
+    for (const auto& p : cluster["peers"])
+      CHECK_MESSAGE(p["id"].get<uint64_t>() != kGhost, "node " << id << " lists the member that was never added");
+  }
+}
+
 // A 4th node joins a running 3-node cluster (config "join": true, added by
 // POST /v1/cluster/members on the leader): it catches up, serves stale
 // reads, every node's /v1/cluster lists it, and after the leader that added
