@@ -28,7 +28,7 @@ RaftNode::RaftNode(RaftNodeOptions options, StateMachine* sm, std::unique_ptr<Ra
     : options_(std::move(options)), sm_(sm), storage_(std::move(storage)), core_(std::move(core)) {}
 
 Result<std::unique_ptr<RaftNode>> RaftNode::open(RaftNodeOptions options, StateMachine* sm) {
-  auto storage = RaftStorage::open(options.dir, nullptr, options.background_writes, options.store_listeners);
+  auto storage = RaftStorage::open(options.dir, nullptr, options.store_io);
   if (!storage) return storage.status();
   auto restored = (*storage)->load();
   if (!restored) return restored.status();

@@ -82,8 +82,7 @@ struct RaftNodeOptions {
   std::vector<NodeId> voters;             // bootstrap configuration
   std::map<NodeId, PeerAddress> peers;    // raft addresses of every voter (self included)
   std::string dir;                        // raft store directory
-  std::shared_ptr<rocksdb::RateLimiter> background_writes;  // see RaftStorage::open
-  std::vector<std::shared_ptr<rocksdb::EventListener>> store_listeners;  // of the raft store
+  StoreIo store_io;                       // the raft store's background I/O (see StoreIo)
   // One core tick.  Election timeout = 10-20 ticks = 0.5-1 s: long enough
   // that a leader busy applying a big batch on a loaded 2-core machine is not
   // deposed, short enough for sub-second failover.

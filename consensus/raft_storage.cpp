@@ -4,6 +4,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/rate_limiter.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/write_batch.h>
 
 #include "consensus/codec.h"
@@ -92,9 +93,7 @@ RaftStorage::~RaftStorage() {
   if (db_) db_->Close().PermitUncheckedError();
 }
 
-Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env,
-                                                       std::shared_ptr<rocksdb::RateLimiter> background_writes,
-                                                       std::vector<std::shared_ptr<rocksdb::EventListener>> listeners) {
+Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, rocksdb::Env* env, StoreIo store_io) {
   rocksdb::Options o;
   o.create_if_missing = true;
   o.paranoid_checks = true;
@@ -111,8 +110,9 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir, r
   // compressing them on flush costs CPU for nothing.
   o.compression = rocksdb::kNoCompression;
   if (env) o.env = env;
-  o.rate_limiter = std::move(background_writes);
-  o.listeners = std::move(listeners);
+  o.rate_limiter = std::move(store_io.background_writes);
+  o.sst_file_manager = std::move(store_io.file_deletes);
+  o.listeners = std::move(store_io.listeners);
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(o, dir, &raw);
   if (!s.ok()) return io(s, "open raft store " + dir);

@@ -21,18 +21,27 @@ class DB;
 class Env;
 class RateLimiter;
 class EventListener;
+class SstFileManager;
 }  // namespace rocksdb
 
 namespace cl::raft {
 
+// How a store's background work reaches the disk.  Every part is optional
+// and may be shared with the node's other stores.
+struct StoreIo {
+  // Caps the bytes/s that flushes and compactions write.
+  std::shared_ptr<rocksdb::RateLimiter> background_writes;
+  // Deletes obsolete files (old write-ahead logs, compacted tables) a few
+  // MiB at a time instead of unlinking them whole (see Node::open).
+  std::shared_ptr<rocksdb::SstFileManager> file_deletes;
+  std::vector<std::shared_ptr<rocksdb::EventListener>> listeners;
+};
+
 class RaftStorage {
  public:
   // Opens (creating if needed) the store in "dir".  "env" null: the OS.
-  // background_writes caps the bytes/s its flushes and compactions write
-  // (nullptr: no cap); it may be shared with the node's other stores.
   static Result<std::unique_ptr<RaftStorage>> open(const std::string& dir, rocksdb::Env* env = nullptr,
-                                                   std::shared_ptr<rocksdb::RateLimiter> background_writes = nullptr,
-                                                   std::vector<std::shared_ptr<rocksdb::EventListener>> listeners = {});
+                                                   StoreIo store_io = {});
   ~RaftStorage();
 
   // What the core needs to restart: hard state, snapshot meta and the entries

@@ -2,6 +2,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/rate_limiter.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -497,6 +498,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(const std::string& dir, const Genes
   if (options.env) o.env = options.env;
   o.rate_limiter = options.background_writes;
   o.listeners = options.listeners;
+  o.sst_file_manager = options.file_deletes;
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   t.whole_key_filtering = true;

@@ -30,6 +30,7 @@ class DB;
 class Env;
 class RateLimiter;
 class EventListener;
+class SstFileManager;
 }  // namespace rocksdb
 
 namespace cl {
@@ -69,6 +70,9 @@ struct LedgerOptions {
   // Caps the bytes/s that flushes and compactions write (nullptr: no cap).
   // May be shared with other stores of the process (one budget per node).
   std::shared_ptr<rocksdb::RateLimiter> background_writes;
+  // Deletes obsolete files a few MiB at a time (nullptr: whole, at once).
+  // May be shared with other stores of the process.
+  std::shared_ptr<rocksdb::SstFileManager> file_deletes;
   // RocksDB event listeners of the store (e.g. write-stall reporting).
   std::vector<std::shared_ptr<rocksdb::EventListener>> listeners;
   // Wallet states cached in memory; beyond it the cache is emptied (reads fall

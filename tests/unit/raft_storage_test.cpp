@@ -1,6 +1,7 @@
 // consensus/raft_storage: the durable Raft log in RocksDB.
 #include <doctest/doctest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/sst_file_manager.h>
 
 #include <filesystem>
 #include <random>
@@ -74,6 +75,35 @@ TEST_CASE("raft storage keeps entries and hard state across reopen; a new leader
   entries = load_entries(d.path);
   REQUIRE(entries.size() == 6);
   CHECK(entries[5] == entry(6, 2, "F"));
+}
+
+TEST_CASE("raft storage given a file delete scheduler hands it its obsolete files instead of unlinking them whole") {
+  Dir d;
+  // 1 KiB/s in 1 KiB chunks, and trash never "too large": whatever the
+  // store deletes stays in the scheduler's trash for the whole test.
+  rocksdb::Status made;
+  std::shared_ptr<rocksdb::SstFileManager> deletes(rocksdb::NewSstFileManager(
+      rocksdb::Env::Default(), nullptr, "", 1 << 10, true, &made, 1e9, 1 << 10));
+  REQUIRE(made.ok());
+  const std::string big(256 << 10, 'x');
+  {
+    auto st = RaftStorage::open(d.path, nullptr, StoreIo{nullptr, deletes, {}});
+    REQUIRE(st.is_ok());
+    for (Index i = 1; i <= 8; ++i) REQUIRE((*st)->save(ready_with({entry(i, 1, big)}, HardState{1, 1, 0})).is_ok());
+  }
+  // Reopening replays the 2 MiB write-ahead log into a table; the old log
+  // is then obsolete and goes to the scheduler.
+  auto st = RaftStorage::open(d.path, nullptr, StoreIo{nullptr, deletes, {}});
+  REQUIRE(st.is_ok());
+  auto r = (*st)->load();
+  REQUIRE(r.is_ok());
+  CHECK(r->entries.size() == 8);
+  CHECK(deletes->GetTotalSize() > 0);                  // it tracks the store's table
+  CHECK(deletes->GetTotalTrashSize() >= (2u << 20));   // and holds the old log, not yet deleted
+  bool trash_file = false;
+  for (const auto& f : std::filesystem::directory_iterator(d.path))
+    trash_file = trash_file || f.path().extension() == ".trash";
+  CHECK(trash_file);
 }
 
 TEST_CASE("raft storage compaction drops the prefix and keeps the rest") {
