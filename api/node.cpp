@@ -15,6 +15,7 @@
 #include "ledger/merkle.h"
 #include "ledger/replay.h"
 #include "api/http_client.h"
+#include "api/process_metrics.h"
 #include "wallet/jcs.h"
 
 namespace cl::api {
@@ -1013,6 +1014,7 @@ Response Node::get_metrics(const Request& req) {
   std::vector<const StoreStallListener*> stores{ledger_stalls_.get()};
   if (raft_stalls_) stores.push_back(raft_stalls_.get());
   StoreStallListener::render(stores, &text);
+  render_process_metrics(&text);
   return json_text_response(req, 200, text, "text/plain; version=0.0.4");
 }
 

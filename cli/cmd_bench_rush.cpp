@@ -17,6 +17,12 @@
 // measured from the scheduled time, so queueing in the client or the server
 // shows (no coordinated omission).  A batch request's latency counts once.
 //
+// Each phase also measures where the CPU went (CpuMeter): every node's CPU
+// time and its split by thread (from each node's /metrics, counted until the
+// replicas have applied the phase), the load generator's own, PostgreSQL's
+// server processes when they run here, and how busy the cores were; per
+// accepted op, and the ops/s the cores could take at that cost.
+//
 // Everything a phase sends is built (and for cityledger signed, on every
 // core) before the phase's clock starts.  PostgreSQL verifies no signatures:
 // the output says so ("verifies_signatures": false).
@@ -32,6 +38,7 @@
 
 #include "cli/bench_util.h"
 #include "cli/commands.h"
+#include "cli/cpu_meter.h"
 #include "cli/http_load.h"
 #include "cli/pg_target.h"
 #include "common/hex.h"
@@ -111,6 +118,7 @@ struct PhaseResult {
   double prepare_seconds = 0;  // building and signing, before the clock
   bool pool_exhausted = false;  // closed loop ran out of prepared ops early
   ClassStats cls[3];
+  Json cpu;  // CpuMeter::report of the phase (null if not measured)
 
   uint64_t sum(uint64_t ClassStats::*field) const { return cls[0].*field + cls[1].*field + cls[2].*field; }
   double accepted_per_sec() const { return seconds > 0 ? static_cast<double>(sum(&ClassStats::accepted)) / seconds : 0; }
@@ -131,7 +139,8 @@ struct PhaseResult {
             {"unsent", sum(&ClassStats::unsent)},
             {"deadlocks", sum(&ClassStats::deadlocks)},
             {"pool_exhausted", pool_exhausted},
-            {"classes", classes}};
+            {"classes", classes},
+            {"cpu", cpu}};
   }
 };
 
@@ -248,6 +257,11 @@ class Target {
   virtual void pause() { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
   // Target-specific fields of the report; "accepted_ops" were accepted in all.
   virtual Json describe(uint64_t accepted_ops) = 0;
+  // Measures where the CPU goes in each phase run() runs from now on.
+  void set_cpu_meter(CpuMeter* meter) { cpu_ = meter; }
+
+ protected:
+  CpuMeter* cpu_ = nullptr;
 };
 
 // --- cityledger over HTTP ------------------------------------------------
@@ -334,8 +348,16 @@ class LedgerTarget : public Target {
     *prepare_seconds = seconds_since(t0);
 
     outcomes->assign(ops_of.size(), Outcome{});
+    if (cpu_) cpu_->start();
     auto timing = run_http_load(node_.url, plan, [&](const LoadRequest& r, int status, const std::string& body,
                                                      double ms) { record(r.tag, ops_of[r.tag], status, body, ms, outcomes); });
+    if (cpu_) {
+      // Followers may still be applying the phase's last entries: their
+      // CPU for this phase's ops is counted once they are done.
+      cpu_->load_ended();
+      settle_replicas(node_.url);
+      cpu_->finish();
+    }
     if (!timing) return timing.status();
     for (const auto& q : queues)
       for (const auto& r : q->unsent()) (*outcomes)[r.tag].failed_unsent = q->failed;
@@ -448,7 +470,12 @@ class PostgresTarget : public Target {
     *prepare_seconds = seconds_since(t0);
 
     std::vector<PgOutcome> pg_out;
+    if (cpu_) cpu_->start();
     PgPhaseTiming timing = pg_->run(built, plan, &pg_out);
+    if (cpu_) {
+      cpu_->load_ended();
+      cpu_->finish();
+    }
     outcomes->assign(built.size(), Outcome{});
     for (size_t k = 0; k < built.size(); ++k) {
       const PgOutcome& p = pg_out[k];
@@ -522,7 +549,7 @@ PhaseResult tally(const std::string& name, const std::vector<uint32_t>& ops_of, 
 }
 
 PhaseResult run_phase(Target& target, City& city, const RushOptions& o, const std::string& name, uint64_t ops,
-                      double rate, std::mt19937_64& rng) {
+                      double rate, std::mt19937_64& rng, const CpuMeter* cpu) {
   bool open_loop = rate > 0;
   auto t0 = BenchClock::now();
   std::vector<RushRequest> reqs = city.requests(ops, rate, rng);
@@ -548,6 +575,7 @@ PhaseResult run_phase(Target& target, City& city, const RushOptions& o, const st
     return r;
   }
   r = tally(name, ops_of, cls_of, outcomes, open_loop);
+  if (cpu) r.cpu = cpu->report(r.sum(&ClassStats::accepted));
   if (!o.trace.empty()) {
     // One line per answered request: when it was answered (Unix ms), its
     // latency from its scheduled time, its class and op count.
@@ -587,6 +615,36 @@ void print_phase(const PhaseResult& r) {
               (unsigned long long)r.sum(&ClassStats::unsent));
 }
 
+// Where the CPU went in the phase, per accepted op.
+void print_cpu(const PhaseResult& r) {
+  const Json& c = r.cpu;
+  if (!c.is_object()) return;
+  std::printf("  CPU per accepted op in phase %s (us):", r.name.c_str());
+  if (c.contains("nodes")) {
+    for (const auto& n : c["nodes"]) {
+      std::printf(" node %s (%s) ", n["api"].get<std::string>().c_str(), n["role"].get<std::string>().c_str());
+      if (!n["us_per_op"].is_number()) {
+        std::printf("n/a;");
+        continue;
+      }
+      std::printf("%.1f [", n["us_per_op"].get<double>());
+      std::vector<std::pair<double, std::string>> threads;
+      for (auto& [name, us] : n["threads_us_per_op"].items()) threads.emplace_back(us.get<double>(), name);
+      std::sort(threads.rbegin(), threads.rend());
+      for (size_t i = 0; i < threads.size() && i < 5; ++i)
+        std::printf("%s%s %.1f", i ? ", " : "", threads[i].second.c_str(), threads[i].first);
+      std::printf("];");
+    }
+  }
+  if (c.contains("postgres_us_per_op")) std::printf(" postgres %.1f;", c["postgres_us_per_op"].get<double>());
+  std::printf(" load generator %.1f; in all %.1f", c["generator_us_per_op"].get<double>(),
+              c["total_us_per_op"].get<double>());
+  if (c.contains("cpu_bound_ops_per_sec"))
+    std::printf(" -> at most %.0f ops/s on %u cores", c["cpu_bound_ops_per_sec"].get<double>(), c["cores"].get<unsigned>());
+  if (c.contains("machine_busy")) std::printf("; cores %.0f%% busy", 100 * c["machine_busy"].get<double>());
+  std::printf("\n");
+}
+
 // True if every rate (or percent) is a positive finite number.
 bool rates_valid(const std::vector<double>& rates) {
   for (double r : rates)
@@ -623,6 +681,7 @@ void run_rush(RushOptions o) {
 
   // The system under test and how many ops its peak phase may need.
   std::unique_ptr<Target> target;
+  std::unique_ptr<CpuMeter> cpu;
   LedgerTarget* ledger = nullptr;
   std::string chain = "bench";
   double verify_all = 0;
@@ -646,6 +705,7 @@ void run_rush(RushOptions o) {
     // more than the verify ceiling per second (the margin covers a ceiling
     // measured low on a busy machine).
     if (peak_pool == 0) peak_pool = static_cast<uint64_t>(verify_all * o.peak_seconds * 1.5) + 1000;
+    cpu = std::make_unique<CpuMeter>(node->url, false);
     auto t = std::make_unique<LedgerTarget>(o, *node, *registrar, *issuer);
     ledger = t.get();
     target = std::move(t);
@@ -656,6 +716,8 @@ void run_rush(RushOptions o) {
       return set_exit_code(1);
     }
     if (peak_pool == 0) peak_pool = static_cast<uint64_t>(kPgPeakPoolPerSec * o.peak_seconds) + 1000;
+    // PostgreSQL's processes are counted when it runs on this machine.
+    cpu = std::make_unique<CpuMeter>(std::nullopt, processes_cpu_seconds("postgres") > 0);
     target = std::make_unique<PostgresTarget>(o, std::move(*pg));
   } else {
     std::cerr << "error: --target must be cityledger or postgres\n";
@@ -692,13 +754,14 @@ void run_rush(RushOptions o) {
   }
   double setup_s = seconds_since(t_setup);
   target->pause();
+  target->set_cpu_meter(cpu.get());
 
   std::mt19937_64 rng(o.seed);
   PhaseResult peak;
   if (peak_pool > 0) {
     std::cerr << "bench rush: peak: closed loop for " << o.peak_seconds << " s on "
               << o.connections + o.agency_connections << " connections (" << peak_pool << " ops prepared)\n";
-    peak = run_phase(*target, city, o, "peak", peak_pool, 0, rng);
+    peak = run_phase(*target, city, o, "peak", peak_pool, 0, rng, cpu.get());
     if (peak.pool_exhausted)
       std::cerr << "bench rush: warning: the peak phase used every prepared op in " << peak.seconds
                 << " s; raise --peak-ops\n";
@@ -738,7 +801,7 @@ void run_rush(RushOptions o) {
     uint64_t ops = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(rate * o.duration)));
     std::cerr << "bench rush: open loop at " << static_cast<uint64_t>(rate) << " ops/s for " << o.duration << " s ("
               << ops << " ops)\n";
-    steps.push_back(run_phase(*target, city, o, names[i], ops, rate, rng));
+    steps.push_back(run_phase(*target, city, o, names[i], ops, rate, rng, cpu.get()));
     const PhaseResult& s = steps.back();
     std::cerr << "bench rush:   accepted " << static_cast<uint64_t>(s.accepted_per_sec()) << " ops/s, fare p99 "
               << s.cls[kFare].p(0.99) << " ms\n";
@@ -790,6 +853,7 @@ void run_rush(RushOptions o) {
                 "batch ms: p50 p99 p999 max");
     if (peak_pool > 0) print_phase(peak);
     for (const auto& s : steps) print_phase(s);
+    if (peak_pool > 0) print_cpu(peak);
     if (report.contains("balances_conserved"))
       std::printf("  postgres: sum of balances %s; journal rows %s the accepted ops\n",
                   report["balances_conserved"].get<bool>() ? "conserved" : "CHANGED",

@@ -38,6 +38,7 @@ constexpr uint64_t kSeedDefault = 0xc7a5'4b0d'9e11;
 constexpr uint64_t kIterationsDefault = 24;
 constexpr uint64_t kKillAfterMsMin = 20;
 constexpr uint64_t kKillAfterMsMax = 300;
+constexpr uint64_t kSlowMachineStretchMax = 16;
 // A directory is resumed at most this many times in a row, which bounds
 // the journal each replay re-verifies.
 constexpr int kRunsPerDirMax = 4;
@@ -209,6 +210,12 @@ void kill_loop(bool raft_wal) {
   std::string dir;
   int runs_in_dir = 0, fresh_dirs = 0;
   uint64_t acks_total = 0, entries_max = 0, kills_before_first_ack = 0;
+  // Kill windows are stretched (up to kSlowMachineStretchMax times) while no
+  // run has acknowledged anything yet: on a loaded machine, or under the
+  // sanitizers, a child may need longer than the window to open its store,
+  // and a loop of kills that all land before the first acknowledgement
+  // would check nothing that was acknowledged.
+  uint64_t stretch = 1;
   for (uint64_t i = 0; i < iterations; ++i) {
     if (dir.empty() || runs_in_dir == kRunsPerDirMax || below(3) == 0) {
       dir = root.sub("store-" + std::to_string(i));
@@ -217,7 +224,7 @@ void kill_loop(bool raft_wal) {
     }
     ++runs_in_dir;
     uint64_t child_seed = rng();
-    uint64_t run_ms = kKillAfterMsMin + below(kKillAfterMsMax - kKillAfterMsMin + 1);
+    uint64_t run_ms = stretch * (kKillAfterMsMin + below(kKillAfterMsMax - kKillAfterMsMin + 1));
     INFO("kill ", i, ": ", dir, " (run ", runs_in_dir, " there), child seed ", child_seed, ", killed after ", run_ms,
          " ms");
     ChildRun run = run_and_kill(dir, child_seed, run_ms, raft_wal);
@@ -227,8 +234,10 @@ void kill_loop(bool raft_wal) {
     acks_total += run.acks;
     kills_before_first_ack += run.acks == 0;
     entries_max = std::max(entries_max, run.acked_size);
+    if (acks_total == 0) stretch = std::min(stretch * 2, kSlowMachineStretchMax);
   }
-  MESSAGE(iterations, " kills (", kills_before_first_ack, " before the run's first acknowledgement), ", fresh_dirs,
+  MESSAGE(iterations, " kills (", kills_before_first_ack, " before the run's first acknowledgement; windows stretched ",
+          stretch, "x), ", fresh_dirs,
           " fresh stores, ", acks_total, " acknowledged batches, largest acknowledged journal ", entries_max,
           " entries");
   CHECK(acks_total > 0);
