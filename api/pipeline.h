@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstddef>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -46,6 +47,11 @@ class BatchCommitter {
   }
   // The ledger time of the last committed batch.
   virtual uint64_t last_time() const = 0;
+  // What one op adds to a batch's size, and the size a batch may reach
+  // (a Raft entry is bounded); the pipeline cuts batches to fit.  A single
+  // op always makes a batch.  Default: no bound.
+  virtual size_t op_bytes(const Envelope&) const { return 0; }
+  virtual size_t batch_bytes_max() const { return SIZE_MAX; }
 };
 
 // Commits by applying directly to a local ledger (single node).

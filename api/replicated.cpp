@@ -140,6 +140,15 @@ std::optional<Envelope> read_envelope(Reader* r) {
 }
 }  // namespace
 
+size_t encoded_op_bytes(const Envelope& e) {
+  const OpBody& b = e.body;
+  // u32 len | jcs | type kind flags | 4 ids + key | 4 × u64 | 6 texts | u8 n | n × (key, sig) | u32 body len
+  return 4 + e.jcs.size() + 3 + 4 * b.id.size() + b.key.size() + 4 * 8 +
+         (4 + b.chain.size()) + (4 + b.gate.size()) + (4 + b.program.size()) + (4 + b.reference.size()) +
+         (4 + (b.memo ? b.memo->size() : 0)) + (4 + b.reason.size()) + 1 +
+         e.signatures.size() * (sizeof(e.signatures[0].key) + sizeof(e.signatures[0].sig)) + 4;
+}
+
 std::string encode_batch(uint64_t time, std::span<const Envelope> ops) {
   std::string out;
   size_t bytes = 12;

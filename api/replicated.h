@@ -25,6 +25,9 @@ namespace cl::api {
 // exactly what the leader applies (Raft trusts its leader; auditors re-derive
 // everything from the journal's JCS alone).
 std::string encode_batch(uint64_t time, std::span<const Envelope> ops);
+// encode_batch's size is kBatchHeaderBytes + Σ encoded_op_bytes(op), exactly.
+constexpr size_t kBatchHeaderBytes = 12;
+size_t encoded_op_bytes(const Envelope& e);
 struct DecodedBatch {
   uint64_t time = 0;
   std::vector<Envelope> ops;
@@ -83,6 +86,9 @@ class RaftCommitter : public BatchCommitter {
   // Proposes and returns; done runs on the Raft node's applier thread once applied (on its Raft thread if it failed).
   void commit_async(std::vector<Envelope> ops, uint64_t time, CommitDone done) override;
   uint64_t last_time() const override;
+  // A batch is one Raft entry: at most the core's max_entry_bytes.
+  size_t op_bytes(const Envelope& e) const override { return encoded_op_bytes(e); }
+  size_t batch_bytes_max() const override { return raft::Config().max_entry_bytes - kBatchHeaderBytes; }
 
  private:
   raft::RaftNode* raft_;

@@ -390,6 +390,11 @@ TEST_CASE("replicated batch encoding round-trips every op type and refuses damag
   memo_body.expires_at = 1'900'000'000'000;
   ops.push_back(sign_envelope(memo_body, {&alice}));
   std::string data = api::encode_batch(42, ops);
+  // The pipeline sizes batches with encoded_op_bytes: it must be exact.
+  size_t expected = api::kBatchHeaderBytes;
+  for (const auto& op : ops) expected += api::encoded_op_bytes(op);
+  CHECK(data.size() == expected);
+  CHECK(api::encoded_op_bytes(ops[0]) == api::encode_batch(42, std::span(ops).first(1)).size() - api::kBatchHeaderBytes);
   auto decoded = api::decode_batch(data);
   REQUIRE(decoded.has_value());
   CHECK(decoded->time == 42);
@@ -474,4 +479,67 @@ TEST_CASE("checkpoints signed beyond a restarted replica's journal are kept, the
   CHECK(cps.at(10)->root == full->head().root);
   CHECK_FALSE(cps.at(9).has_value());  // its root does not match: dropped
   CHECK(cps.at(4).has_value());
+}
+
+TEST_CASE("pipeline cuts batches to the committer's size bound (a Raft entry's), and one op always makes a batch") {
+  TempDir dir;
+  auto l = open_ledger(dir.path());
+  OpFactory f;
+  // Sized like the Raft committer's bound, scaled down: 3.5 ops per batch.
+  class Bounded : public GatedCommitter {
+   public:
+    Bounded(Ledger* l, size_t max) : GatedCommitter(l), max_(max) {}
+    size_t op_bytes(const Envelope& e) const override { return e.jcs.size(); }
+    size_t batch_bytes_max() const override { return max_; }
+    size_t max_;
+  };
+  const size_t op = f.open_wallet(make_id(999, 0x11), seed_key(0x40)).jcs.size();
+  Bounded committer(l.get(), op * 7 / 2);
+  api::PipelineOptions o;
+  o.batch_wait_us = 0;
+  api::Pipeline p(&committer, fixed_clock, nullptr, o);
+  std::vector<Envelope> ops;
+  for (uint64_t i = 0; i < 10; ++i) ops.push_back(f.open_wallet(make_id(i + 1, 0x11), seed_key(0x41 + i)));
+  for (const auto& e : ops) REQUIRE(e.jcs.size() == op);
+  Submitted a;
+  // The first batch blocks the committer; the rest queue up behind it.
+  REQUIRE(p.submit(ops, a.done()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  committer.open();
+  auto [outcomes, status] = a.f.get();
+  REQUIRE(status.is_ok());
+  for (const auto& out : outcomes) CHECK(out.code == Code::kOk);
+  size_t total = 0, largest = 0;
+  for (size_t n : committer.batches_) {
+    total += n;
+    largest = std::max(largest, n);
+  }
+  CHECK(total == 10);
+  CHECK(largest == 3);  // never 4: that would be 4 × op > 3.5 × op
+
+  // An op larger than the whole bound still goes, alone.
+  TempDir dir2;
+  auto l2 = open_ledger(dir2.path());
+  Bounded tiny(l2.get(), op / 2);
+  api::Pipeline p2(&tiny, fixed_clock, nullptr, o);
+  Submitted b;
+  tiny.open();
+  REQUIRE(p2.submit({f.open_wallet(make_id(1, 0x12), seed_key(0x61)), f.open_wallet(make_id(2, 0x12), seed_key(0x62))},
+                    b.done()));
+  auto [outcomes2, status2] = b.f.get();
+  REQUIRE(status2.is_ok());
+  CHECK(outcomes2.at(0).code == Code::kOk);
+  CHECK(outcomes2.at(1).code == Code::kOk);
+  CHECK(tiny.batches_ == std::vector<size_t>{1, 1});
+}
+
+TEST_CASE("the Raft committer bounds a batch by the core's max_entry_bytes, as encode_batch sizes it") {
+  api::RaftCommitter c(nullptr, nullptr);
+  CHECK(c.batch_bytes_max() + api::kBatchHeaderBytes == raft::Config().max_entry_bytes);
+  OpFactory f;
+  Envelope e = f.open_wallet(make_id(1, 0x11), seed_key(0x31));
+  CHECK(c.op_bytes(e) == api::encoded_op_bytes(e));
+  // 8,192 open_wallet ops (two signatures each) -- the most a batch may
+  // hold -- do not fit one entry: the pipeline must cut such a batch.
+  CHECK(8192 * c.op_bytes(e) > c.batch_bytes_max());
 }
