@@ -10,7 +10,15 @@
 namespace cl::api {
 namespace {
 
-std::optional<std::string> read_file(const std::string& path) {
+std::string fixed(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.6f", v);
+  return buf;
+}
+
+}  // namespace
+
+std::optional<std::string> read_proc_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::ostringstream s;
@@ -19,18 +27,10 @@ std::optional<std::string> read_file(const std::string& path) {
   return s.str();
 }
 
-double ticks_per_second() {
-  long t = sysconf(_SC_CLK_TCK);
-  return t > 0 ? static_cast<double>(t) : 100.0;
+double ticks_to_seconds(uint64_t ticks) {
+  static const long per_second = sysconf(_SC_CLK_TCK);
+  return static_cast<double>(ticks) / static_cast<double>(per_second > 0 ? per_second : 100);
 }
-
-std::string fixed(double v) {
-  char buf[48];
-  std::snprintf(buf, sizeof(buf), "%.6f", v);
-  return buf;
-}
-
-}  // namespace
 
 std::optional<ProcStat> parse_proc_stat(std::string_view line) {
   // "pid (name) state ppid ... utime stime ...": the name ends at the LAST
@@ -82,36 +82,38 @@ std::string thread_group(std::string_view name) {
   return out.empty() ? "_" : out;
 }
 
-std::map<std::string, double> thread_cpu_seconds() {
+std::map<std::string, double> thread_cpu_seconds(size_t* live) {
   std::map<std::string, double> out;
+  size_t threads = 0;
   std::error_code ec;
-  const double tps = ticks_per_second();
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
     const std::string dir = task.path().string();
-    auto stat = read_file(dir + "/stat");
+    auto stat = read_proc_file(dir + "/stat");
     if (!stat) continue;  // the thread exited meanwhile
     auto st = parse_proc_stat(*stat);
     if (!st) continue;
+    ++threads;
     // schedstat's first field is the time on a CPU in ns (finer than ticks).
-    double seconds = static_cast<double>(st->cpu_ticks) / tps;
-    if (auto sched = read_file(dir + "/schedstat")) {
+    double seconds = ticks_to_seconds(st->cpu_ticks);
+    if (auto sched = read_proc_file(dir + "/schedstat")) {
       unsigned long long ns = 0;
       if (std::sscanf(sched->c_str(), "%llu", &ns) == 1) seconds = static_cast<double>(ns) / 1e9;
     }
     out[thread_group(st->name)] += seconds;
   }
+  if (live) *live = threads;
   return out;
 }
 
 void render_process_metrics(std::string* out) {
-  auto stat = read_file("/proc/self/stat");
+  auto stat = read_proc_file("/proc/self/stat");
   auto st = stat ? parse_proc_stat(*stat) : std::nullopt;
   if (st) {
     *out += "# HELP process_cpu_seconds_total User and system CPU time of the process, seconds.\n";
     *out += "# TYPE process_cpu_seconds_total counter\n";
-    *out += "process_cpu_seconds_total " + fixed(static_cast<double>(st->cpu_ticks) / ticks_per_second()) + "\n";
+    *out += "process_cpu_seconds_total " + fixed(ticks_to_seconds(st->cpu_ticks)) + "\n";
   }
-  if (auto statm = read_file("/proc/self/statm")) {
+  if (auto statm = read_proc_file("/proc/self/statm")) {
     unsigned long long pages = 0, resident = 0;
     if (std::sscanf(statm->c_str(), "%llu %llu", &pages, &resident) == 2) {
       *out += "# HELP process_resident_memory_bytes Resident memory of the process.\n";
@@ -120,13 +122,9 @@ void render_process_metrics(std::string* out) {
               std::to_string(resident * static_cast<unsigned long long>(sysconf(_SC_PAGESIZE))) + "\n";
     }
   }
-  auto threads = thread_cpu_seconds();
-  if (threads.empty()) return;
   size_t live = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
-    ++live;
+  auto threads = thread_cpu_seconds(&live);
+  if (threads.empty()) return;
   *out += "# HELP process_threads Live threads of the process.\n# TYPE process_threads gauge\n";
   *out += "process_threads " + std::to_string(live) + "\n";
   *out += "# HELP cityledger_thread_cpu_seconds_total CPU time of the live threads, by thread name (trailing digits "

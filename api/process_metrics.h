@@ -7,6 +7,7 @@
 // measured, not guessed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -31,8 +32,13 @@ std::string thread_group(std::string_view name);
 
 // CPU seconds per thread group of the calling process, for its live
 // threads (a thread that exited takes its time with it; the process total
-// keeps it).
-std::map<std::string, double> thread_cpu_seconds();
+// keeps it).  "live", if given, receives the number of threads read.
+std::map<std::string, double> thread_cpu_seconds(size_t* live = nullptr);
+
+// The whole of a (small, /proc) file, or nullopt if it cannot be read.
+std::optional<std::string> read_proc_file(const std::string& path);
+// Clock ticks (ProcStat::cpu_ticks) in seconds.
+double ticks_to_seconds(uint64_t ticks);
 
 // Appends process_cpu_seconds_total, process_resident_memory_bytes,
 // process_threads and cityledger_thread_cpu_seconds_total{thread="..."}.

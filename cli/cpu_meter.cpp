@@ -1,11 +1,9 @@
 #include "cli/cpu_meter.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -14,19 +12,19 @@
 namespace cl::cli {
 namespace {
 
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::optional<std::string> http_get(const std::string& host, uint16_t port, const std::string& target) {
-  api::HttpClient c(host, port, 3000);
+std::optional<std::string> http_get(const api::Url& url, const std::string& target) {
+  api::HttpClient c(url.host, url.port, 3000);
   auto r = c.request("GET", target);
   if (!r || r->status != 200) return std::nullopt;
   return r->body;
+}
+
+std::optional<Json> http_get_json(const api::Url& url, const std::string& target) {
+  auto text = http_get(url, target);
+  if (!text) return std::nullopt;
+  auto doc = parse_json_strict(*text);
+  if (!doc) return std::nullopt;
+  return *doc;
 }
 
 double self_cpu_seconds() {
@@ -39,7 +37,7 @@ double self_cpu_seconds() {
 // /proc/stat's "cpu" line: user nice system idle iowait irq softirq steal.
 void machine_ticks(uint64_t* busy, uint64_t* total) {
   *busy = *total = 0;
-  auto text = read_file("/proc/stat");
+  auto text = api::read_proc_file("/proc/stat");
   if (!text) return;
   unsigned long long v[8] = {};
   if (std::sscanf(text->c_str(), "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
@@ -81,18 +79,17 @@ NodeCpu parse_node_cpu(const std::string& text) {
 }
 
 double processes_cpu_seconds(const std::string& name) {
-  double ticks = 0;
+  uint64_t ticks = 0;
   std::error_code ec;
   for (const auto& p : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string pid = p.path().filename().string();
     if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto stat = read_file(p.path().string() + "/stat");
+    auto stat = api::read_proc_file(p.path().string() + "/stat");
     if (!stat) continue;
     auto st = api::parse_proc_stat(*stat);
-    if (st && st->name == name) ticks += static_cast<double>(st->cpu_ticks);
+    if (st && st->name == name) ticks += st->cpu_ticks;
   }
-  long tps = sysconf(_SC_CLK_TCK);
-  return ticks / static_cast<double>(tps > 0 ? tps : 100);
+  return api::ticks_to_seconds(ticks);
 }
 
 CpuMeter::CpuMeter(std::optional<api::Url> node, bool postgres) : node_(std::move(node)), postgres_(postgres) {}
@@ -100,15 +97,11 @@ CpuMeter::CpuMeter(std::optional<api::Url> node, bool postgres) : node_(std::mov
 CpuSnapshot CpuMeter::take(bool nodes) const {
   CpuSnapshot s;
   if (nodes) {
-    for (const auto& [api_addr, role] : members_) {
+    for (const auto& m : members_) {
       NodeCpu n;
-      size_t colon = api_addr.rfind(':');
-      if (colon != std::string::npos) {
-        auto port = static_cast<uint16_t>(std::stoul(api_addr.substr(colon + 1)));
-        if (auto text = http_get(api_addr.substr(0, colon), port, "/metrics")) n = parse_node_cpu(*text);
-      }
-      n.api = api_addr;
-      n.role = role;
+      if (auto text = http_get(m.url, "/metrics")) n = parse_node_cpu(*text);
+      n.api = m.api;
+      n.role = m.role;
       s.nodes.push_back(std::move(n));
     }
   }
@@ -120,21 +113,15 @@ CpuSnapshot CpuMeter::take(bool nodes) const {
 
 void CpuMeter::start() {
   members_.clear();
-  if (node_) {
-    auto text = http_get(node_->host, node_->port, "/v1/cluster");
-    auto doc = text ? parse_json_strict(*text) : Result<Json>(Status::error("io", "no answer"));
-    if (doc && (*doc)["peers"].is_array()) {
-      for (const auto& p : (*doc)["peers"]) {
-        if (!p["api"].is_string()) continue;
-        std::string role = "?";
-        auto u = api::parse_url("http://" + p["api"].get<std::string>());
-        if (u) {
-          auto st = http_get(u->host, u->port, "/v1/cluster");
-          auto sd = st ? parse_json_strict(*st) : Result<Json>(Status::error("io", "no answer"));
-          if (sd && (*sd)["role"].is_string()) role = (*sd)["role"].get<std::string>();
-        }
-        members_.emplace_back(p["api"].get<std::string>(), role);
-      }
+  auto cluster = node_ ? http_get_json(*node_, "/v1/cluster") : std::nullopt;
+  if (cluster && (*cluster)["peers"].is_array()) {
+    for (const auto& p : (*cluster)["peers"]) {
+      if (!p["api"].is_string()) continue;
+      auto url = api::parse_url("http://" + p["api"].get<std::string>());
+      if (!url) continue;
+      auto own = http_get_json(*url, "/v1/cluster");
+      members_.push_back(Member{*url, p["api"].get<std::string>(),
+                                own && (*own)["role"].is_string() ? (*own)["role"].get<std::string>() : "?"});
     }
   }
   start_ = take(true);

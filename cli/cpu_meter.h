@@ -57,7 +57,12 @@ class CpuMeter {
 
   std::optional<api::Url> node_;
   bool postgres_;
-  std::vector<std::pair<std::string, std::string>> members_;  // api, role
+  struct Member {
+    api::Url url;
+    std::string api;   // as /v1/cluster lists it
+    std::string role;  // at the phase start
+  };
+  std::vector<Member> members_;
   std::optional<CpuSnapshot> start_, load_end_, end_;
 };
 
